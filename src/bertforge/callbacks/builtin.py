@@ -1,0 +1,61 @@
+"""Callbacks by YAML name: Composer's monitors and our Hugging Face export."""
+
+from __future__ import annotations
+
+from composer.callbacks import LRMonitor, MemoryMonitor, OptimizerMonitor, RuntimeEstimator, SpeedMonitor
+from composer.core import Callback, State
+from composer.loggers import Logger
+from composer.utils import dist
+
+from bertforge.models.export import export_hf
+from bertforge.registry import callbacks
+
+
+@callbacks.register("lr_monitor")
+def build_lr_monitor() -> Callback:
+    """Log each parameter group's learning rate every batch."""
+    return LRMonitor()
+
+
+@callbacks.register("speed_monitor")
+def build_speed_monitor(window_size: int = 50) -> Callback:
+    """Log throughput (batches, samples, tokens per second) averaged over ``window_size`` batches."""
+    return SpeedMonitor(window_size=window_size)
+
+
+@callbacks.register("memory_monitor")
+def build_memory_monitor() -> Callback:
+    """Log GPU memory use (does nothing on CPU)."""
+    return MemoryMonitor()
+
+
+@callbacks.register("optimizer_monitor")
+def build_optimizer_monitor(log_optimizer_metrics: bool = True) -> Callback:
+    """Log gradient and parameter norms."""
+    return OptimizerMonitor(log_optimizer_metrics=log_optimizer_metrics)
+
+
+@callbacks.register("runtime_estimator")
+def build_runtime_estimator() -> Callback:
+    """Estimate the remaining wall-clock time of the run."""
+    return RuntimeEstimator()
+
+
+class HuggingFaceExport(Callback):
+    """At the end of training, rank 0 writes the model as a transformers folder (config, weights, tokenizer)."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def fit_end(self, state: State, logger: Logger) -> None:
+        folder = self.folder
+        if dist.get_global_rank() == 0:
+            export_hf(state.model, folder)
+            print(f"[bertforge] Hugging Face model written to {folder}", flush=True)
+        dist.barrier()
+
+
+@callbacks.register("hf_export")
+def build_hf_export(folder: str = "{run_dir}/hf") -> Callback:
+    """Write the final model as a Hugging Face folder loadable with ``AutoModelForMaskedLM``."""
+    return HuggingFaceExport(folder)

@@ -1,0 +1,50 @@
+"""Load a YAML file, merge ``key=value`` command-line overrides, and check it against a schema."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from bertforge.config.schema import TrainConfig
+from bertforge.config.validate import from_dict
+from bertforge.errors import ConfigError, UserError
+
+T = TypeVar("T")
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict:
+    """Parse ``a.b=1`` overrides into a nested dict; values are read as YAML (``[1,2]``, ``null``)."""
+    bad = [o for o in overrides if "=" not in o or o.startswith("=")]
+    if bad:
+        raise UserError(f"override {bad[0]!r} is not of the form key=value (e.g. max_duration=100ba)")
+    try:
+        return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)), resolve=False)
+    except OmegaConfBaseException as err:
+        raise UserError(f"could not parse overrides {list(overrides)}: {err}") from None
+
+
+def load_raw(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Read ``path`` (YAML), merge the overrides, resolve ``${...}`` interpolations; return a plain dict."""
+    if not os.path.isfile(path):
+        raise UserError(f"config file not found: {path}; pass the path of a YAML file, e.g. yamls/quickstart/")
+    try:
+        base = OmegaConf.load(path)
+    except Exception as err:  # yaml.YAMLError and OmegaConf errors alike: show the parser's message
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path}: not valid YAML: {first}") from None
+    if not isinstance(OmegaConf.to_container(base), dict):
+        raise UserError(f"{path}: the top level must be a mapping of keys")
+    merged = OmegaConf.merge(base, OmegaConf.create(parse_overrides(overrides)))
+    try:
+        return OmegaConf.to_container(merged, resolve=True)
+    except OmegaConfBaseException as err:
+        raise ConfigError(getattr(err, "full_key", "") or "", f"cannot resolve interpolation: {err.msg}") from None
+
+
+def load_config(path: str | os.PathLike, overrides: Sequence[str] = (), schema: type[T] = TrainConfig) -> T:
+    """Load and validate a config file into ``schema`` (a dataclass); errors name the bad key."""
+    return from_dict(schema, load_raw(path, overrides))

@@ -1,0 +1,157 @@
+"""The typed schema of a training YAML. Each field documents one key; checks live in __post_init__."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bertforge.errors import ConfigError
+
+_TIME_UNITS = ("ep", "ba", "sp", "tok", "dur")
+
+
+def check_time(key: str, value: str | int, allow_dur: bool = True) -> None:
+    """Check a Composer time string such as ``1000ba``, ``2ep`` or ``0.06dur``."""
+    text = str(value).strip()
+    unit = next((u for u in _TIME_UNITS if text.endswith(u)), None)
+    number = text[: -len(unit)] if unit else ""
+    try:
+        ok = unit is not None and float(number) >= 0 and (allow_dur or unit != "dur")
+    except ValueError:
+        ok = False
+    if not ok:
+        units = [u for u in _TIME_UNITS if allow_dur or u != "dur"]
+        raise ConfigError(key, f"{value!r} is not a time; write a number and a unit from {units}, e.g. '1000ba'")
+
+
+@dataclass
+class DatasetConfig:
+    """Where an MDS split lives and how to stream it."""
+
+    local: str
+    """Local folder holding the MDS shards (with ``split`` as a subfolder when set)."""
+    remote: str | None = None
+    """Optional remote (s3://, gs://, ...) to stream from into ``local``."""
+    split: str | None = None
+    """Subfolder of ``local``/``remote`` for this split (``train``, ``val``)."""
+    shuffle: bool = False
+    """Shuffle samples (the train split should)."""
+    shuffle_seed: int | None = None
+    """Seed of the shuffle; defaults to the run's ``seed``."""
+    shuffle_algo: str = "py1e"
+    """mosaicml-streaming shuffle algorithm."""
+    predownload: int | None = None
+    """Samples to download ahead per worker (streaming's default when null)."""
+    cache_limit: str | None = None
+    """Upper bound on the local cache when streaming from a remote, e.g. '10gb'."""
+
+
+@dataclass
+class LoaderConfig:
+    """One dataloader: its dataset, the MLM masking rate and torch DataLoader settings."""
+
+    dataset: DatasetConfig
+    mlm_probability: float = 0.15
+    """Fraction of real tokens selected for masking (80% [MASK], 10% random, 10% kept)."""
+    num_workers: int = 0
+    """DataLoader worker processes. Bit-exact resume of the masking needs 0."""
+    drop_last: bool = True
+    pin_memory: bool = False
+    prefetch_factor: int | None = None
+    persistent_workers: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise ConfigError("mlm_probability", f"{self.mlm_probability} must be strictly between 0 and 1")
+        if self.num_workers < 0:
+            raise ConfigError("num_workers", f"{self.num_workers} must be >= 0")
+
+
+@dataclass
+class TokenizerConfig:
+    """The tokenizer: a Hugging Face name/path, or trained on the train split when ``name`` is null."""
+
+    name: str | None = None
+    """Hub name or local folder. Null trains a WordPiece tokenizer on the train split."""
+    vocab_size: int = 8192
+    """Vocabulary size of a tokenizer trained here (ignored when ``name`` is set)."""
+    lowercase: bool = True
+    """Lowercase text in a tokenizer trained here."""
+    max_train_docs: int | None = None
+    """Cap on documents read to train the tokenizer (all when null)."""
+
+    def __post_init__(self) -> None:
+        if self.vocab_size < 32:
+            raise ConfigError("vocab_size", f"{self.vocab_size} is too small; use at least 32")
+
+
+@dataclass
+class TrainConfig:
+    """A whole pretraining run. Component blocks (model, optimizer, ...) are ``{name: ..., **kwargs}``."""
+
+    model: dict
+    """Registry model block, e.g. ``{name: hf_bert, model_config: {...}}``."""
+    train_loader: LoaderConfig
+    max_duration: str
+    """Training length as a Composer time: '1000ba', '1ep', '10000000tok'."""
+    max_seq_len: int = 128
+    """Tokens per sequence, [CLS] and [SEP] included; longer documents are truncated."""
+    run_name: str = "bertforge-run"
+    run_dir: str = "runs/{run_name}"
+    """Folder for this run's tokenizer, resolved config, checkpoints and exports."""
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    eval_loader: LoaderConfig | None = None
+    optimizer: dict = field(
+        default_factory=lambda: {"name": "decoupled_adamw", "lr": 5.0e-4, "weight_decay": 1.0e-5}
+    )
+    scheduler: dict = field(default_factory=lambda: {"name": "linear_decay_with_warmup", "t_warmup": "0.06dur"})
+    global_train_batch_size: int = 32
+    """Sequences per optimizer step across all processes."""
+    device_train_microbatch_size: int | Literal["auto"] = "auto"
+    """Sequences per forward/backward on one device; 'auto' lets Composer pick (GPU) or uses the batch."""
+    device_eval_batch_size: int = 64
+    eval_interval: str = "500ba"
+    eval_first: bool = False
+    """Evaluate once before training so the log shows the starting eval loss."""
+    eval_subset_num_batches: int = -1
+    """Cap on eval batches per evaluation (-1: the whole eval split)."""
+    seed: int = 17
+    deterministic: bool = False
+    """Composer deterministic mode (slower; exact reproducibility)."""
+    precision: Literal["fp32", "amp_bf16", "amp_fp16", "amp_fp8"] | None = None
+    """Null picks amp_bf16 on a GPU that supports it, else fp32."""
+    device: Literal["cpu", "gpu"] | None = None
+    """Null picks gpu when CUDA is available."""
+    grad_clip_norm: float | None = None
+    """Clip the gradient norm to this value (no clipping when null)."""
+    save_folder: str | None = "{run_dir}/checkpoints"
+    save_interval: str = "1000ba"
+    save_num_checkpoints_to_keep: int = -1
+    save_overwrite: bool = False
+    autoresume: bool = False
+    """Resume from the newest checkpoint in ``save_folder`` when one exists."""
+    load_path: str | None = None
+    """Checkpoint to start from (ignored by autoresume once the run has its own checkpoint)."""
+    load_weights_only: bool = False
+    progress_bar: bool = True
+    log_to_console: bool = True
+    console_log_interval: str = "50ba"
+    callbacks: list[dict] = field(default_factory=list)
+    """Registry callback blocks, e.g. ``[{name: lr_monitor}, {name: hf_export}]``."""
+    loggers: list[dict] = field(default_factory=list)
+    """Registry logger blocks, e.g. ``[{name: tensorboard}]``."""
+    python_log_level: str | None = None
+    dist_timeout: float = 300.0
+
+    def __post_init__(self) -> None:
+        for key in ("max_duration", "eval_interval", "save_interval", "console_log_interval"):
+            check_time(key, getattr(self, key))
+        if self.max_seq_len < 8:
+            raise ConfigError("max_seq_len", f"{self.max_seq_len} is too short; use at least 8")
+        if self.global_train_batch_size < 1:
+            raise ConfigError("global_train_batch_size", "must be >= 1")
+        micro = self.device_train_microbatch_size
+        if micro != "auto" and micro < 1:
+            raise ConfigError("device_train_microbatch_size", f"{micro} must be >= 1 or 'auto'")
+        if self.autoresume and not self.save_folder:
+            raise ConfigError("autoresume", "needs save_folder to be set: that is where it looks for checkpoints")

@@ -1,0 +1,153 @@
+"""Turn plain dicts into typed dataclasses, rejecting unknown keys, wrong types and bad values.
+
+Every error is a :class:`ConfigError` naming the full key path (``train_loader.dataset.local``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, Literal, Union, get_args, get_origin
+
+from bertforge.errors import ConfigError, did_you_mean, join_key
+
+_MISSING = dataclasses.MISSING
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    if get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if get_origin(tp) in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(tp))
+    if get_origin(tp) in (list, dict):
+        return get_origin(tp).__name__
+    return getattr(tp, "__name__", str(tp))
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the type annotation ``tp``; return it (converted where lossless)."""
+    if tp is Any or tp is inspect.Parameter.empty:
+        return value
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(err)
+        raise ConfigError(key, f"expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            choices = ", ".join(repr(a) for a in allowed)
+            raise ConfigError(key, f"{value!r} is not allowed; choose one of {choices}{did_you_mean(value, allowed)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"expected a mapping of {tp.__name__} keys, got {value!r}")
+        return from_dict(tp, value, key)
+    if origin is list or tp is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(key, f"expected a list, got {value!r}")
+        (item_tp,) = get_args(tp) or (Any,)
+        return [coerce(v, item_tp, join_key(key, i)) for i, v in enumerate(value)]
+    if origin is tuple or tp is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(key, f"expected a list, got {value!r}")
+        return tuple(value)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(key, f"expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(key, f"expected a string, got {value!r}")
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ConfigError(key, f"expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: dict, key: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``: unknown keys, missing keys and bad types fail by name."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    for name in data:
+        if name not in fields:
+            raise ConfigError(
+                join_key(key, name),
+                f"unknown key{did_you_mean(name, fields)}; valid keys here: {', '.join(sorted(fields))}",
+            )
+    kwargs = {}
+    for name, field in fields.items():
+        sub = join_key(key, name)
+        if name in data:
+            kwargs[name] = coerce(data[name], hints[name], sub)
+        elif field.default is _MISSING and field.default_factory is _MISSING:
+            raise ConfigError(sub, f"required key is missing ({_type_name(hints[name])}); add it to the YAML")
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        if key and not err.key.startswith(key):
+            raise ConfigError(join_key(key, err.key), str(err).split(": ", 1)[-1]) from None
+        raise
+
+
+def check_kwargs(fn: Callable, kwargs: dict, key: str, skip: tuple[str, ...] = ()) -> dict:
+    """Check ``kwargs`` against ``fn``'s signature (unknown, missing, simple types) and return them."""
+    sig = inspect.signature(fn)
+    params = {
+        n: p
+        for n, p in sig.parameters.items()
+        if n not in skip and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # annotations of third-party code may not resolve; check names only
+        hints = {}
+    out = {}
+    for name, value in kwargs.items():
+        if name not in params:
+            if accepts_any:
+                out[name] = value
+                continue
+            raise ConfigError(
+                join_key(key, name),
+                f"unknown key{did_you_mean(name, params)}; valid keys here: {', '.join(sorted(params))}",
+            )
+        out[name] = coerce(value, hints.get(name, Any), join_key(key, name))
+    for name, p in params.items():
+        if p.default is inspect.Parameter.empty and name not in kwargs:
+            raise ConfigError(join_key(key, name), "required key is missing; add it to the YAML")
+    return out

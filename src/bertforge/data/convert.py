@@ -1,0 +1,449 @@
+"""Convert plain text, JSONL or Hugging Face datasets into mosaicml-streaming MDS shards.
+
+Text mode writes ``{'text': 'str'}``; token mode writes ``{'input_ids': 'ndarray:uint32'}`` without special
+tokens (the reader adds [CLS]/[SEP]). ``bertforge_meta.json`` next to the split folders records the settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import logging
+import multiprocessing
+import os
+import re
+import shutil
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from bertforge.errors import UserError
+
+META_NAME = "bertforge_meta.json"
+HF_MARKERS = ("dataset_dict.json", "state.json", "dataset_info.json")
+JSONL_SUFFIXES = (".jsonl", ".json")
+SPLIT_ALIASES = {"val": ("validation", "valid", "dev"), "validation": ("val", "valid", "dev")}
+DOCS_PER_CHUNK = 256
+_SPLIT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+Reader = Callable[[], Iterator[str]]
+_WORKER_TOKENIZER: Any = None
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return (lines[0] if lines else type(err).__name__)[:200]
+
+
+def _read_text(path: Path, doc_separator: str) -> Iterator[str]:
+    with path.open(encoding="utf-8") as fh:
+        if doc_separator == "line":
+            for line in fh:
+                yield line.rstrip("\n")
+            return
+        block: list[str] = []
+        for line in fh:
+            line = line.rstrip("\n")
+            if line.strip():
+                block.append(line)
+            elif block:
+                yield "\n".join(block)
+                block = []
+        if block:
+            yield "\n".join(block)
+
+
+def _read_jsonl(path: Path, field: str) -> Iterator[str]:
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(f"{path}:{lineno}: invalid JSON ({err.msg}); "
+                                "each line must be one JSON object") from None
+            if not isinstance(obj, dict) or field not in obj:
+                found = ", ".join(map(str, obj)) if isinstance(obj, dict) else type(obj).__name__
+                raise UserError(f"{path}:{lineno}: no field '{field}' (found: {found}); "
+                                "pass --text-field NAME")
+            value = obj[field]
+            if value is not None and not isinstance(value, str):
+                raise UserError(f"{path}:{lineno}: field '{field}' is {type(value).__name__}, "
+                                "expected a string; pass the right --text-field")
+            if value is not None:
+                yield value
+
+
+def _file_reader(path: Path, field: str, doc_separator: str) -> Reader:
+    def read() -> Iterator[str]:
+        try:
+            if path.suffix.lower() in JSONL_SUFFIXES:
+                yield from _read_jsonl(path, field)
+            else:
+                yield from _read_text(path, doc_separator)
+        except UnicodeDecodeError as err:
+            raise UserError(f"{path}: not UTF-8 text ({err.reason}); convert the file to UTF-8") from None
+
+    return read
+
+
+def _dataset_reader(label: str, ds: Any, field: str) -> Reader:
+    if field not in ds.column_names:
+        raise UserError(f"{label}: dataset has no column '{field}' "
+                        f"(columns: {', '.join(ds.column_names)}); pass --text-field NAME")
+
+    def read() -> Iterator[str]:
+        for batch in ds.select_columns([field]).iter(batch_size=1000):
+            for value in batch[field]:
+                if value is not None and not isinstance(value, str):
+                    raise UserError(f"{label}: column '{field}' holds {type(value).__name__}, expected text")
+                if value is not None:
+                    yield value
+
+    return read
+
+
+def _docs(readers: Iterable[Reader]) -> Iterator[str]:
+    """All non-empty documents of ``readers``, in order."""
+    for read in readers:
+        for doc in read():
+            if doc.strip():
+                yield doc
+
+
+@contextlib.contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """Hide huggingface_hub's per-retry warnings; a failure becomes one UserError line instead."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(level)
+
+
+def _load_saved(path: Path) -> Any:
+    import datasets
+
+    try:
+        return datasets.load_from_disk(str(path))
+    except Exception as err:  # any failure here means a bad folder
+        raise UserError(f"{path}: cannot load this saved datasets folder ({_first_line(err)}); "
+                        "re-create it with Dataset.save_to_disk") from None
+
+
+def _load_hub(name: str, config: str | None) -> Any:
+    import datasets
+
+    try:
+        with _quiet_hub():
+            return datasets.load_dataset(name, config)
+    except Exception as err:  # network, auth, unknown name: all fixable by the user
+        raise UserError(f"--hf-dataset {name}: cannot load it from the Hub ({_first_line(err)}); this "
+                        "needs network access, or save a local copy with save_to_disk and pass --input "
+                        "FOLDER") from None
+
+
+def _resolve(raw: str, flag: str) -> list[tuple[str, Any]]:
+    """Expand one input path into (label, Path or datasets object) items."""
+    path = Path(raw).expanduser()
+    if not path.exists():
+        raise UserError(f"{flag} {raw}: no such file or folder; check the path")
+    if path.is_dir() and any((path / m).is_file() for m in HF_MARKERS):
+        return [(str(path), _load_saved(path))]
+    if path.is_dir():
+        files = [f for f in path.rglob("*") if f.is_file()
+                 and not any(part.startswith(".") for part in f.relative_to(path).parts)]
+        if not files:
+            raise UserError(f"{flag} {raw}: the folder holds no files; put .txt/.jsonl files in it")
+        return [(str(f), f) for f in sorted(files, key=lambda f: f.relative_to(path).as_posix())]
+    return [(str(path), path)]
+
+
+def _split_key(dd: dict, name: str) -> str | None:
+    """The DatasetDict split that serves our split ``name`` ('val' also matches 'validation')."""
+    return next((key for key in (name, *SPLIT_ALIASES.get(name, ())) if key in dd), None)
+
+
+def _item_reader(label: str, obj: Any, want: str, field: str, doc_separator: str) -> Reader:
+    if isinstance(obj, Path):
+        return _file_reader(obj, field, doc_separator)
+    if isinstance(obj, dict):  # a DatasetDict
+        key = _split_key(obj, want) or (next(iter(obj)) if len(obj) == 1 else None)
+        if key is None:
+            raise UserError(f"{label}: dataset has no split '{want}' (splits: {', '.join(obj)}); "
+                            "choose with --split-input SPLIT=PATH or --splits")
+        return _dataset_reader(f"{label}[{key}]", obj[key], field)
+    return _dataset_reader(label, obj, field)
+
+
+def _plan(inputs: list[str], split_inputs: dict[str, list[str]] | None, hf: tuple[str, str | None] | None,
+          splits: list[str], field: str, sep: str) -> list[tuple[str | None, list[Reader]]]:
+    """Jobs as (split, readers); split None means: cut the documents into ``splits`` by the val ratio."""
+    if split_inputs:
+        return [(name, [_item_reader(label, obj, name, field, sep)
+                        for raw in paths for label, obj in _resolve(raw, f"--split-input {name}=")])
+                for name, paths in split_inputs.items()]
+    if hf:
+        items = [(f"hf:{hf[0]}", _load_hub(*hf))]
+    else:
+        items = [item for raw in inputs for item in _resolve(raw, "--input")]
+    if len(items) == 1 and isinstance(items[0][1], dict):
+        label, dd = items[0]
+        keys = [_split_key(dd, s) for s in splits]
+        if all(keys):  # a DatasetDict brings its own splits
+            return [(s, [_dataset_reader(f"{label}[{k}]", dd[k], field)]) for s, k in zip(splits, keys)]
+    readers = [_item_reader(label, obj, splits[0], field, sep) for label, obj in items]
+    if len(splits) == 1:
+        return [(splits[0], readers)]
+    if len(splits) != 2:
+        raise UserError(f"--splits {','.join(splits)}: a ratio split makes exactly two splits "
+                        "(e.g. train,val); use --split-input SPLIT=PATH for more")
+    return [(None, readers)]
+
+
+def _parse_splits(splits: str | Sequence[str]) -> list[str]:
+    names = [s.strip() for s in splits.split(",")] if isinstance(splits, str) else [str(s) for s in splits]
+    if not names or any(not _SPLIT_NAME.match(n) for n in names) or len(set(names)) != len(names):
+        raise UserError(f"--splits {','.join(names)}: expected distinct comma-separated names like train,val")
+    return names
+
+
+def _load_tokenizer(name: str) -> Any:
+    path = Path(name).expanduser()
+    if name.startswith(("/", "./", "../", "~")) and not path.exists():
+        raise UserError(f"--tokenizer {name}: no such folder; pass a tokenizer folder or a Hub name")
+    from transformers import AutoTokenizer
+
+    try:
+        with _quiet_hub():
+            return AutoTokenizer.from_pretrained(str(path) if path.exists() else name)
+    except Exception as err:  # bad folder, no network, not a tokenizer
+        raise UserError(f"--tokenizer {name}: cannot load it ({_first_line(err)}); pass a local "
+                        "tokenizer folder, or a Hub name (needs network)") from None
+
+
+def _encode(tokenizer: Any, texts: list[str]) -> list[np.ndarray]:
+    ids = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+    return [np.asarray(x, dtype=np.uint32) for x in ids]
+
+
+def _init_worker(tokenizer: Any) -> None:
+    global _WORKER_TOKENIZER
+    _WORKER_TOKENIZER = tokenizer
+
+
+def _worker_encode(texts: list[str]) -> list[np.ndarray]:
+    return _encode(_WORKER_TOKENIZER, texts)
+
+
+def _samples(docs: Iterable[str], tokenizer: Any, pool: Any) -> Iterator[Any]:
+    """Documents as they are (text mode) or as uint32 id arrays, in input order."""
+    if tokenizer is None:
+        yield from docs
+        return
+    it = iter(docs)
+    chunks = iter(lambda: list(itertools.islice(it, DOCS_PER_CHUNK)), [])
+    # imap keeps the chunk order, so the output does not depend on the worker count
+    for encoded in pool.imap(_worker_encode, chunks) if pool else (_encode(tokenizer, c) for c in chunks):
+        yield from encoded
+
+
+class _Packer:
+    """Concatenate id arrays with a separator between documents; cut chunks of exactly ``size``."""
+
+    def __init__(self, size: int, sep: int):
+        self.size, self.sep = size, np.array([sep], dtype=np.uint32)
+        self.buf: np.ndarray | None = None  # None until the first document
+
+    def add(self, ids: np.ndarray) -> list[np.ndarray]:
+        self.buf = ids if self.buf is None else np.concatenate([self.buf, self.sep, ids])
+        full = len(self.buf) // self.size
+        out = [self.buf[i * self.size:(i + 1) * self.size].copy() for i in range(full)]
+        self.buf = self.buf[full * self.size:]
+        return out
+
+
+def _check_options(doc_separator: str, num_workers: int, tokenizer: str | None, concat_tokens: int | None,
+                   shard_size: int | str, compression: str | None) -> int:
+    """Validate the simple options; return the shard size limit in bytes."""
+    from streaming.base.compression import get_compressions
+    from streaming.base.util import bytes_to_int
+
+    if doc_separator not in ("line", "blank"):
+        raise UserError(f"--doc-separator {doc_separator}: expected 'line' or 'blank'")
+    if num_workers < 1:
+        raise UserError(f"--num-workers {num_workers}: must be at least 1")
+    if concat_tokens is not None and (tokenizer is None or concat_tokens < 1):
+        raise UserError(f"--concat-tokens {concat_tokens}: needs --tokenizer and a positive length")
+    try:
+        size_limit = bytes_to_int(shard_size)
+    except (ValueError, TypeError, AttributeError):
+        size_limit = -1
+    if not 0 < size_limit < 2**32:
+        raise UserError(f"--shard-size {shard_size}: expected a size like 64mb or a byte count below 4gb")
+    if compression is not None and compression not in get_compressions():
+        choices = ", ".join(sorted({c.split(":")[0] for c in get_compressions()}))
+        raise UserError(f"--compression {compression}: unknown; choose one of {choices} (or NAME:LEVEL)")
+    return size_limit
+
+
+def convert(inputs: Sequence[str | Path] | str | Path | None, out: str | Path, *,
+            tokenizer: str | None = None, splits: str | Sequence[str] = ("train", "val"),
+            val_ratio: float = 0.05, seed: int = 17, text_field: str = "text", doc_separator: str = "line",
+            concat_tokens: int | None = None, shard_size: int | str = "64mb", compression: str | None = None,
+            num_workers: int = 1, overwrite: bool = False, split_inputs: dict[str, Any] | None = None,
+            hf_dataset: str | None = None, hf_config: str | None = None) -> dict[str, Any]:
+    """Write ``{out}/{split}/`` MDS shards plus ``{out}/bertforge_meta.json``; return the meta dict.
+
+    ``split_inputs`` maps split names to a path or list of paths and replaces ``inputs`` and ``splits``.
+    """
+    from streaming import MDSWriter
+
+    inputs = [str(inputs)] if isinstance(inputs, (str, Path)) else [str(p) for p in inputs or []]
+    if sum(bool(x) for x in (inputs, split_inputs, hf_dataset)) != 1:
+        raise UserError("give exactly one of --input PATH, --split-input SPLIT=PATH or --hf-dataset NAME")
+    if split_inputs:
+        split_inputs = {str(k): [str(p) for p in ([v] if isinstance(v, (str, Path)) else v)]
+                        for k, v in split_inputs.items()}
+    names = _parse_splits(list(split_inputs) if split_inputs else splits)
+    size_limit = _check_options(doc_separator, num_workers, tokenizer, concat_tokens, shard_size, compression)
+    jobs = _plan(inputs, split_inputs, (hf_dataset, hf_config) if hf_dataset else None,
+                 names, text_field, doc_separator)
+    if any(split is None for split, _ in jobs) and not 0 < val_ratio < 1:
+        raise UserError(f"--val-ratio {val_ratio}: must be between 0 and 1 (exclusive)")
+    out = Path(out).expanduser()
+    for target in (out / n for n in names):
+        if target.exists() and (not target.is_dir() or any(target.iterdir())) and not overwrite:
+            raise UserError(f"{target}: output exists and is not empty; pass --overwrite to replace it")
+    tok = _load_tokenizer(tokenizer) if tokenizer else None
+    sep = None
+    if tok is not None and concat_tokens:
+        sep = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
+        if sep is None:
+            raise UserError(f"--concat-tokens: tokenizer {tokenizer} has no sep/eos token to join documents")
+
+    if hf_dataset:
+        sources = [f"hf:{hf_dataset}" + (f":{hf_config}" if hf_config else "")]
+    else:
+        sources = inputs or [f"{k}={p}" for k, v in (split_inputs or {}).items() for p in v]
+    counts = [sum(1 for _ in _docs(readers)) for _, readers in jobs]  # first pass: count, validate
+    if sum(counts) == 0:
+        raise UserError(f"no documents found in {', '.join(sources)}; "
+                        "check the path, --text-field and --doc-separator")
+    for (split, _), count in zip(jobs, counts):
+        if split is not None and count == 0:
+            raise UserError(f"split '{split}': no documents found in its input; check --split-input {split}=")
+        if split is None and count < 2:
+            raise UserError(f"only {count} document in {', '.join(sources)}: too few for "
+                            f"--splits {','.join(names)}; add data or use --splits {names[0]}")
+
+    for target in (out / n for n in names):
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    columns = {"input_ids": "ndarray:uint32"} if tok is not None else {"text": "str"}
+    written = dict.fromkeys(names, 0)
+    pool = None
+    with contextlib.ExitStack() as stack:
+        if tok is not None and num_workers > 1:
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            fork = "fork" in multiprocessing.get_all_start_methods()  # fork: no re-import per worker
+            ctx = multiprocessing.get_context("fork" if fork else None)
+            pool = stack.enter_context(ctx.Pool(num_workers, initializer=_init_worker, initargs=(tok,)))
+        writers = {n: stack.enter_context(MDSWriter(out=str(out / n), columns=columns,
+                                                    compression=compression, size_limit=size_limit))
+                   for n in names}
+        packers = {n: _Packer(concat_tokens, sep) for n in names} if concat_tokens else {}
+        bar = stack.enter_context(tqdm(total=sum(counts), unit="doc", desc="converting", file=sys.stderr,
+                                       mininterval=0.5, dynamic_ncols=True))
+        for (split, readers), count in zip(jobs, counts):
+            is_val = None
+            if split is None:  # seeded shuffle of document indices, then cut off the val share
+                n_val = min(count - 1, max(1, round(count * val_ratio)))
+                is_val = np.zeros(count, dtype=bool)
+                is_val[np.random.default_rng(seed).permutation(count)[:n_val]] = True
+            for index, sample in enumerate(_samples(_docs(readers), tok, pool)):
+                bar.update(1)
+                name = split if is_val is None else names[int(is_val[index])]
+                if tok is None:
+                    items = [{"text": sample}]
+                elif len(sample) == 0:
+                    continue
+                elif concat_tokens:
+                    items = [{"input_ids": chunk} for chunk in packers[name].add(sample)]
+                else:
+                    items = [{"input_ids": sample}]
+                for item in items:
+                    writers[name].write(item)
+                written[name] += len(items)
+
+    meta = {"format": "tokens" if tok is not None else "text", "tokenizer": tokenizer,
+            "vocab_size": len(tok) if tok is not None else None, "text_field": text_field,
+            "doc_separator": doc_separator, "concat_tokens": concat_tokens, "inputs": sources,
+            "splits": written}
+    (out / META_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return meta
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{message} (see --help)")
+
+
+def _parse_split_inputs(values: list[str] | None) -> dict[str, list[str]] | None:
+    if not values:
+        return None
+    result: dict[str, list[str]] = {}
+    for value in values:
+        name, eq, path = value.partition("=")
+        if not eq or not name.strip() or not path.strip():
+            raise UserError(f"--split-input {value}: expected SPLIT=PATH, e.g. train=data/train.txt")
+        result.setdefault(name.strip(), []).append(path.strip())
+    return result
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+    """Parse command-line arguments and run :func:`convert`; return the meta dict."""
+    p = _Parser(prog="convert_dataset.py", description="Convert text/JSONL/HF datasets to MDS shards.")
+    p.add_argument("--input", action="append", default=[], metavar="PATH",
+                   help="text/JSONL file, a folder of them, or a save_to_disk folder (repeatable)")
+    p.add_argument("--split-input", action="append", metavar="SPLIT=PATH", help="input of one split")
+    p.add_argument("--hf-dataset", metavar="NAME", help="Hugging Face Hub dataset name (needs network)")
+    p.add_argument("--hf-config", metavar="CONFIG", help="Hub dataset config name")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder; one subfolder per split")
+    p.add_argument("--tokenizer", metavar="NAME_OR_PATH", help="store token ids (no special tokens)")
+    p.add_argument("--splits", default=None, help="comma-separated split names (default: train,val)")
+    p.add_argument("--val-ratio", type=float, default=0.05, help="share of documents for the 2nd split")
+    p.add_argument("--seed", type=int, default=17, help="seed of the train/val split")
+    p.add_argument("--text-field", default="text", help="JSONL key / dataset column holding the text")
+    p.add_argument("--doc-separator", choices=("line", "blank"), default="line",
+                   help="text files: one document per line, or blank-line separated documents")
+    p.add_argument("--concat-tokens", type=int, metavar="N", help="pack token ids into chunks of exactly N")
+    p.add_argument("--shard-size", default="64mb", help="shard size limit, e.g. 64mb or a byte count")
+    p.add_argument("--compression", default=None, help="shard compression, e.g. zstd")
+    p.add_argument("--num-workers", type=int, default=1, help="tokenizer processes")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output split folders")
+    args = p.parse_args(argv)
+    split_inputs = _parse_split_inputs(args.split_input)
+    if split_inputs and args.splits is not None and _parse_splits(args.splits) != list(split_inputs):
+        raise UserError(f"--splits {args.splits}: with --split-input the splits are "
+                        f"{','.join(split_inputs)}; drop --splits")
+    meta = convert(args.input, args.out, tokenizer=args.tokenizer, splits=args.splits or "train,val",
+                   val_ratio=args.val_ratio, seed=args.seed, text_field=args.text_field,
+                   doc_separator=args.doc_separator, concat_tokens=args.concat_tokens,
+                   shard_size=args.shard_size, compression=args.compression, num_workers=args.num_workers,
+                   overwrite=args.overwrite, split_inputs=split_inputs, hf_dataset=args.hf_dataset,
+                   hf_config=args.hf_config)
+    counts = ", ".join(f"{k}={v}" for k, v in meta["splits"].items())
+    print(f"wrote {args.out} ({meta['format']}): {counts}", file=sys.stderr)
+    return meta

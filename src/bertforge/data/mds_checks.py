@@ -1,0 +1,60 @@
+"""Check an MDS split folder before streaming from it, so that bad data fails with one clear line."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from bertforge.errors import UserError
+
+META_FILE = "bertforge_meta.json"
+
+
+def split_dir(local: str, split: str | None) -> str:
+    """The folder that holds ``index.json`` for ``split`` under ``local``."""
+    return os.path.join(local, split) if split else local
+
+
+def check_mds_split(local: str, split: str | None, key: str) -> int:
+    """Check the local MDS split: folder, index, non-empty shards whose files exist with the right size.
+
+    Returns the number of samples. Raises :class:`UserError` naming the config ``key`` and path.
+    """
+    folder = split_dir(local, split)
+    fix = "run convert_dataset.py to create it, or point the key at an existing MDS folder"
+    if not os.path.isdir(folder):
+        raise UserError(f"{key}: data folder not found: {folder}; {fix}")
+    index_path = os.path.join(folder, "index.json")
+    if not os.path.isfile(index_path):
+        raise UserError(f"{key}: {folder} has no index.json, so it is not an MDS split; {fix}")
+    try:
+        with open(index_path) as f:
+            shards = json.load(f)["shards"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{key}: {index_path} is corrupt ({err}); re-run convert_dataset.py") from None
+    total = sum(int(s.get("samples", 0)) for s in shards)
+    if not shards or total == 0:
+        raise UserError(f"{key}: {folder} holds no samples (empty shard set); {fix}")
+    for shard in shards:
+        data = shard.get("zip_data") or shard.get("raw_data") or {}
+        path = os.path.join(folder, data.get("basename", ""))
+        if not os.path.isfile(path):
+            raw = os.path.join(folder, (shard.get("raw_data") or {}).get("basename", ""))
+            if os.path.isfile(raw):
+                continue
+            raise UserError(f"{key}: shard file missing: {path}; re-run convert_dataset.py")
+        if os.path.getsize(path) != data.get("bytes"):
+            raise UserError(
+                f"{key}: shard {path} is corrupt or truncated ({os.path.getsize(path)} bytes, "
+                f"index says {data.get('bytes')}); re-run convert_dataset.py"
+            )
+    return total
+
+
+def read_meta(local: str) -> dict:
+    """The converter's sidecar metadata for an MDS folder ({} when absent)."""
+    path = os.path.join(local, META_FILE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)

@@ -1,0 +1,70 @@
+"""Stream MDS text (raw or token ids) as tokenized sequences, and build MLM dataloaders."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from streaming import StreamingDataset
+from torch.utils.data import DataLoader
+
+from bertforge.data.mlm import collator_for_tokenizer
+
+
+class StreamingTextDataset(StreamingDataset):
+    """A ``StreamingDataset`` yielding ``{'input_ids': [...]}`` with [CLS] ... [SEP], at most ``max_seq_len``.
+
+    Samples hold either ``text`` (tokenized here) or ``input_ids`` (ids without special tokens,
+    as written by ``convert_dataset.py --tokenizer``). Shuffling, sharding across ranks and
+    workers, and mid-epoch resumption come from mosaicml-streaming.
+    """
+
+    def __init__(self, tokenizer, max_seq_len: int, **streaming_kwargs):
+        super().__init__(**streaming_kwargs)
+        self.tokenizer = tokenizer
+        self.max_seq_len = max_seq_len
+
+    def __getitem__(self, idx: int) -> dict:
+        sample = super().__getitem__(idx)
+        if "input_ids" in sample:
+            body = np.asarray(sample["input_ids"], dtype=np.int64)[: self.max_seq_len - 2].tolist()
+            ids = self.tokenizer.build_inputs_with_special_tokens(body)
+        else:
+            ids = self.tokenizer(
+                sample["text"], truncation=True, max_length=self.max_seq_len, return_attention_mask=False
+            )["input_ids"]
+        return {"input_ids": ids}
+
+
+def build_mlm_dataloader(loader_cfg, tokenizer, max_seq_len: int, batch_size: int, seed: int, train: bool):
+    """A torch DataLoader over a :class:`StreamingTextDataset` with MLM collation."""
+    ds = loader_cfg.dataset
+    dataset = StreamingTextDataset(
+        tokenizer=tokenizer,
+        max_seq_len=max_seq_len,
+        local=ds.local,
+        remote=ds.remote,
+        split=ds.split,
+        shuffle=ds.shuffle,
+        shuffle_seed=seed if ds.shuffle_seed is None else ds.shuffle_seed,
+        shuffle_algo=ds.shuffle_algo,
+        predownload=ds.predownload,
+        cache_limit=ds.cache_limit,
+        batch_size=batch_size,
+    )
+    collate = collator_for_tokenizer(tokenizer, loader_cfg.mlm_probability, deterministic=not train)
+    extra = {}
+    if loader_cfg.num_workers > 0:
+        extra["prefetch_factor"] = loader_cfg.prefetch_factor
+        extra["persistent_workers"] = loader_cfg.persistent_workers
+    # The loader's own generator keeps iterator creation from drawing on the global RNG, which holds
+    # the masking and dropout stream that Composer checkpoints: resumed runs then replay it exactly.
+    return DataLoader(
+        dataset,
+        generator=torch.Generator().manual_seed(seed),
+        batch_size=batch_size,
+        collate_fn=collate,
+        num_workers=loader_cfg.num_workers,
+        drop_last=loader_cfg.drop_last if train else False,
+        pin_memory=loader_cfg.pin_memory,
+        **extra,
+    )

@@ -1,0 +1,51 @@
+"""Optimizers by YAML name; each builder takes the model's named parameters first."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from composer.optim import DecoupledAdamW
+
+from bertforge.registry import optimizers
+
+NO_DECAY_MARKERS = ("bias", "norm", "LayerNorm", "embeddings")
+
+
+def param_groups(named_params: Iterable[tuple[str, torch.nn.Parameter]], weight_decay: float,
+                 no_decay_norms_biases: bool) -> list[dict]:
+    """One group, or two when norms, biases and embeddings are kept out of weight decay."""
+    params = [(n, p) for n, p in named_params if p.requires_grad]
+    if not no_decay_norms_biases:
+        return [{"params": [p for _, p in params], "weight_decay": weight_decay}]
+    decay = [p for n, p in params if not any(m in n for m in NO_DECAY_MARKERS)]
+    no_decay = [p for n, p in params if any(m in n for m in NO_DECAY_MARKERS)]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@optimizers.register("decoupled_adamw")
+def build_decoupled_adamw(
+    params,
+    lr: float = 5e-4,
+    betas: list[float] = (0.9, 0.98),
+    eps: float = 1e-6,
+    weight_decay: float = 1e-5,
+    no_decay_norms_biases: bool = False,
+) -> torch.optim.Optimizer:
+    """Composer's DecoupledAdamW: weight decay scaled by lr/initial_lr, independent of the gradient."""
+    groups = param_groups(params, weight_decay, no_decay_norms_biases)
+    return DecoupledAdamW(groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+
+
+@optimizers.register("adamw")
+def build_adamw(
+    params,
+    lr: float = 5e-4,
+    betas: list[float] = (0.9, 0.98),
+    eps: float = 1e-6,
+    weight_decay: float = 0.01,
+    no_decay_norms_biases: bool = False,
+) -> torch.optim.Optimizer:
+    """torch.optim.AdamW (weight decay multiplied by the learning rate)."""
+    groups = param_groups(params, weight_decay, no_decay_norms_biases)
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)

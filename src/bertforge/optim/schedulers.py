@@ -1,0 +1,77 @@
+"""Learning-rate schedules by YAML name: Composer's schedulers plus warmup-stable-decay."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from composer.core import State
+from composer.optim import (
+    ComposerScheduler,
+    ConstantScheduler,
+    ConstantWithWarmupScheduler,
+    CosineAnnealingWithWarmupScheduler,
+    LinearWithWarmupScheduler,
+)
+from composer.optim.scheduler import _convert_time
+
+from bertforge.registry import schedulers
+
+
+@schedulers.register("linear_decay_with_warmup")
+def build_linear(t_warmup: str = "0.06dur", alpha_f: float = 0.02, t_max: str = "1dur") -> ComposerScheduler:
+    """Linear warmup from 0, then linear decay to ``alpha_f`` x the peak learning rate."""
+    return LinearWithWarmupScheduler(t_warmup=t_warmup, alpha_f=alpha_f, t_max=t_max)
+
+
+@schedulers.register("cosine_decay_with_warmup")
+def build_cosine(t_warmup: str = "0.06dur", alpha_f: float = 0.0, t_max: str = "1dur") -> ComposerScheduler:
+    """Linear warmup from 0, then cosine decay to ``alpha_f`` x the peak learning rate."""
+    return CosineAnnealingWithWarmupScheduler(t_warmup=t_warmup, alpha_f=alpha_f, t_max=t_max)
+
+
+@schedulers.register("constant")
+def build_constant(alpha: float = 1.0) -> ComposerScheduler:
+    """The peak learning rate times ``alpha`` throughout."""
+    return ConstantScheduler(alpha=alpha)
+
+
+@schedulers.register("constant_with_warmup")
+def build_constant_warmup(t_warmup: str = "0.06dur", alpha: float = 1.0) -> ComposerScheduler:
+    """Linear warmup, then constant."""
+    return ConstantWithWarmupScheduler(t_warmup=t_warmup, alpha=alpha)
+
+
+class WarmupStableDecayScheduler(ComposerScheduler):
+    """Warmup-stable-decay (trapezoidal): linear warmup to 1, hold, then decay to ``alpha_f`` over ``t_decay``.
+
+    ``decay_shape`` is ``linear`` or ``1-sqrt`` (as used by ModernBERT). Times are Composer time strings.
+    """
+
+    def __init__(self, t_warmup: str, t_decay: str, alpha_f: float, decay_shape: str):
+        self.t_warmup, self.t_decay, self.alpha_f, self.decay_shape = t_warmup, t_decay, alpha_f, decay_shape
+
+    def __call__(self, state: State, ssr: float = 1.0) -> float:
+        t_max = _convert_time("1dur", state, ssr)
+        now = state.timestamp.get(t_max.unit).value
+        warmup = _convert_time(self.t_warmup, state, ssr).value
+        decay = _convert_time(self.t_decay, state, ssr).value
+        if now < warmup:
+            return now / max(warmup, 1)
+        decay_start = t_max.value - decay
+        if now < decay_start or decay == 0:
+            return 1.0
+        progress = min((now - decay_start) / decay, 1.0)
+        remaining = 1.0 - progress if self.decay_shape == "linear" else 1.0 - math.sqrt(progress)
+        return self.alpha_f + (1.0 - self.alpha_f) * remaining
+
+
+@schedulers.register("warmup_stable_decay")
+def build_wsd(
+    t_warmup: str = "0.06dur",
+    t_decay: str = "0.1dur",
+    alpha_f: float = 0.0,
+    decay_shape: Literal["linear", "1-sqrt"] = "linear",
+) -> ComposerScheduler:
+    """Linear warmup, a long constant stage, then a final decay over ``t_decay``."""
+    return WarmupStableDecayScheduler(t_warmup, t_decay, alpha_f, decay_shape)

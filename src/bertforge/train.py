@@ -1,0 +1,190 @@
+"""Build a Composer Trainer from a validated config, and run pretraining."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import asdict
+from typing import Any
+
+import torch
+from composer import Trainer
+from composer.algorithms import GradientClipping
+from composer.core import DataSpec, Evaluator
+from composer.devices import DeviceCPU, DeviceGPU
+from composer.utils import dist, reproducibility
+from omegaconf import OmegaConf
+
+from bertforge import registry
+from bertforge.callbacks.resume_rng import ResumeRNG
+from bertforge.checkpoints import discard_incomplete_checkpoints
+from bertforge.config import TrainConfig, load_config
+from bertforge.data.mds_checks import check_mds_split, read_meta, split_dir
+from bertforge.data.text import build_mlm_dataloader
+from bertforge.data.tokenizer import tokenizer_for_run
+from bertforge.errors import ConfigError, UserError
+
+
+def expand_paths(value: Any, cfg: TrainConfig) -> Any:
+    """Replace ``{run_dir}`` and ``{run_name}`` in every string inside ``value``."""
+    if isinstance(value, str):
+        return value.replace("{run_dir}", cfg.run_dir).replace("{run_name}", cfg.run_name)
+    if isinstance(value, dict):
+        return {k: expand_paths(v, cfg) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_paths(v, cfg) for v in value]
+    return value
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Check everything that can be checked before building: component blocks and data folders."""
+    cfg.run_dir = cfg.run_dir.replace("{run_name}", cfg.run_name)
+    registry.models.validate(cfg.model, "model")
+    registry.optimizers.validate(cfg.optimizer, "optimizer")
+    registry.schedulers.validate(cfg.scheduler, "scheduler")
+    for i, spec in enumerate(cfg.callbacks):
+        registry.callbacks.validate(spec, f"callbacks[{i}]")
+    for i, spec in enumerate(cfg.loggers):
+        registry.loggers.validate(spec, f"loggers[{i}]")
+    world = dist.get_world_size()
+    if cfg.global_train_batch_size % world:
+        raise ConfigError(
+            "global_train_batch_size", f"{cfg.global_train_batch_size} is not divisible by the {world} processes"
+        )
+    loaders = [("train_loader", cfg.train_loader)] + ([("eval_loader", cfg.eval_loader)] if cfg.eval_loader else [])
+    for name, loader in loaders:
+        if loader.dataset.remote is None:
+            check_mds_split(loader.dataset.local, loader.dataset.split, f"{name}.dataset.local")
+
+
+def pick_device(cfg: TrainConfig):
+    """The Composer device: the YAML's choice, else a GPU when CUDA is available."""
+    name = cfg.device or ("gpu" if torch.cuda.is_available() else "cpu")
+    if name == "gpu" and not torch.cuda.is_available():
+        raise ConfigError("device", "'gpu' was asked for but CUDA is not available; use device=cpu")
+    return DeviceGPU() if name == "gpu" else DeviceCPU()
+
+
+def pick_precision(cfg: TrainConfig, device) -> str:
+    """The YAML's precision, else bf16 autocast on a GPU that supports it and fp32 otherwise."""
+    if cfg.precision:
+        if cfg.precision != "fp32" and isinstance(device, DeviceCPU):
+            raise ConfigError("precision", f"{cfg.precision} needs a GPU; use precision=fp32 on CPU")
+        return cfg.precision
+    gpu_bf16 = isinstance(device, DeviceGPU) and torch.cuda.is_bf16_supported()
+    return "amp_bf16" if gpu_bf16 else "fp32"
+
+
+def build_tokenizer(cfg: TrainConfig):
+    """Load the configured tokenizer, or train one on rank 0 and load it on every other rank."""
+    tok = cfg.tokenizer
+    train_ds = cfg.train_loader.dataset
+    meta = read_meta(train_ds.local)
+    if tok.name is None and meta.get("tokenizer"):
+        raise ConfigError(
+            "tokenizer.name",
+            f"{train_ds.local} holds ids from tokenizer '{meta['tokenizer']}'; set tokenizer.name to it",
+        )
+    args = (tok.name, split_dir(train_ds.local, train_ds.split), os.path.join(cfg.run_dir, "tokenizer"),
+            tok.vocab_size, tok.lowercase, tok.max_train_docs)
+    if dist.get_global_rank() == 0:
+        tokenizer = tokenizer_for_run(*args)
+    dist.barrier()
+    if dist.get_global_rank() != 0:
+        tokenizer = tokenizer_for_run(*args)
+    if meta.get("vocab_size") and meta["vocab_size"] > len(tokenizer):
+        raise UserError(
+            f"tokenizer.name: {train_ds.local} was tokenized with {meta['vocab_size']} tokens but "
+            f"'{tok.name}' has {len(tokenizer)}; use the tokenizer named in {train_ds.local}/bertforge_meta.json"
+        )
+    return tokenizer
+
+
+def _data_spec(loader) -> DataSpec:
+    return DataSpec(loader, get_num_tokens_in_batch=lambda batch: int(batch["attention_mask"].sum()))
+
+
+def build_trainer(cfg: TrainConfig) -> Trainer:
+    """Validate ``cfg``, build every component from the registry and return a ready ``composer.Trainer``."""
+    device = pick_device(cfg)
+    dist.initialize_dist(device, cfg.dist_timeout)
+    validate(cfg)
+    reproducibility.seed_all(cfg.seed)
+    tokenizer = build_tokenizer(cfg)
+    expand = lambda kwargs: expand_paths(kwargs, cfg)  # noqa: E731
+    model = registry.models.build(cfg.model, "model", tokenizer, transform=expand)
+    device_batch = cfg.global_train_batch_size // dist.get_world_size()
+    train_loader = build_mlm_dataloader(cfg.train_loader, tokenizer, cfg.max_seq_len, device_batch, cfg.seed, True)
+    evaluators = []
+    if cfg.eval_loader is not None:
+        eval_loader = build_mlm_dataloader(
+            cfg.eval_loader, tokenizer, cfg.max_seq_len, cfg.device_eval_batch_size, cfg.seed, False
+        )
+        evaluators.append(Evaluator(label="eval", dataloader=_data_spec(eval_loader)))
+    optimizer = registry.optimizers.build(cfg.optimizer, "optimizer", model.named_parameters())
+    scheduler = registry.schedulers.build(cfg.scheduler, "scheduler")
+    callbacks = [registry.callbacks.build(s, f"callbacks[{i}]", transform=expand) for i, s in enumerate(cfg.callbacks)]
+    loggers = [registry.loggers.build(s, f"loggers[{i}]", transform=expand) for i, s in enumerate(cfg.loggers)]
+    callbacks.append(ResumeRNG())
+    algorithms = []
+    if cfg.grad_clip_norm is not None:
+        algorithms.append(GradientClipping(clipping_type="norm", clipping_threshold=cfg.grad_clip_norm))
+    micro = cfg.device_train_microbatch_size
+    if micro == "auto" and isinstance(device, DeviceCPU):
+        micro = device_batch
+    save_folder = expand_paths(cfg.save_folder, cfg) if cfg.save_folder else None
+    if dist.get_global_rank() == 0:
+        if cfg.autoresume and save_folder:
+            for path in discard_incomplete_checkpoints(save_folder):
+                print(f"[bertforge] {path} was left incomplete by a killed run; moved aside", flush=True)
+        os.makedirs(cfg.run_dir, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(asdict(cfg)), os.path.join(cfg.run_dir, "config.yaml"))
+    return Trainer(
+        model=model,
+        train_dataloader=_data_spec(train_loader),
+        eval_dataloader=evaluators or None,
+        eval_interval=cfg.eval_interval,
+        eval_subset_num_batches=cfg.eval_subset_num_batches,
+        max_duration=cfg.max_duration,
+        optimizers=optimizer,
+        schedulers=scheduler,
+        algorithms=algorithms,
+        callbacks=callbacks,
+        loggers=loggers,
+        run_name=cfg.run_name,
+        progress_bar=cfg.progress_bar,
+        log_to_console=cfg.log_to_console,
+        console_log_interval=cfg.console_log_interval,
+        save_folder=save_folder,
+        save_interval=cfg.save_interval,
+        save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
+        save_overwrite=cfg.save_overwrite,
+        autoresume=cfg.autoresume,
+        load_path=cfg.load_path,
+        load_weights_only=cfg.load_weights_only,
+        device=device,
+        precision=pick_precision(cfg, device),
+        device_train_microbatch_size=micro,
+        seed=cfg.seed,
+        deterministic_mode=cfg.deterministic,
+        dist_timeout=cfg.dist_timeout,
+        python_log_level=cfg.python_log_level,
+    )
+
+
+def train(cfg: TrainConfig) -> Trainer:
+    """Build the trainer, optionally evaluate once first, and train to ``max_duration``."""
+    trainer = build_trainer(cfg)
+    if cfg.eval_first and cfg.eval_loader is not None and int(trainer.state.timestamp.batch) == 0:
+        trainer.eval()
+    trainer.fit()
+    return trainer
+
+
+def main(argv: list[str]) -> None:
+    """``main.py <yaml> [key=value ...]``: load and validate the config, then train."""
+    parser = argparse.ArgumentParser(prog="main.py", description="Pretrain a BERT-family encoder with Composer.")
+    parser.add_argument("config", help="YAML file, e.g. yamls/quickstart/hf-bert-tiny.yaml")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. max_duration=100ba")
+    args = parser.parse_args(argv)
+    train(load_config(args.config, args.overrides))
