@@ -46,6 +46,8 @@ def validate(cfg: TrainConfig) -> None:
         registry.callbacks.validate(spec, f"callbacks[{i}]")
     for i, spec in enumerate(cfg.loggers):
         registry.loggers.validate(spec, f"loggers[{i}]")
+    if cfg.load_path and "://" not in cfg.load_path and not os.path.exists(expand_paths(cfg.load_path, cfg)):
+        raise ConfigError("load_path", f"checkpoint not found: {cfg.load_path}; give an existing file or drop the key")
     world = dist.get_world_size()
     if cfg.global_train_batch_size % world:
         raise ConfigError(

@@ -160,3 +160,9 @@ def test_cli_missing_data_exit_2(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("bertforge: error: train_loader.dataset.local")
+
+
+def test_missing_load_path(sample_mds, tmp_path):
+    cfg = load_config(QUICKSTART_YAML, tiny_overrides(sample_mds, tmp_path / "run", load_path=str(tmp_path / "x.pt")))
+    with pytest.raises(ConfigError, match=r"load_path: checkpoint not found: .*x.pt"):
+        validate(cfg)

@@ -1,0 +1,53 @@
+"""Two CPU processes with gloo through Composer's launcher: disjoint data per rank, one checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import QUICKSTART_YAML, REPO, tiny_overrides
+
+COMPOSER = str(Path(sys.executable).parent / "composer")
+
+
+def _launch(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [COMPOSER, "-n", "2", "--stdout", str(tmp_path / "rank{rank}.out"),
+         "--stderr", str(tmp_path / "rank{rank}.err"), *args],
+        cwd=REPO, capture_output=True, text=True, timeout=400, env=env,
+    )
+
+
+@pytest.mark.slow
+def test_each_rank_streams_its_own_part(sample_mds, tmp_path):
+    result = _launch([str(REPO / "tests" / "dist_read_probe.py"), str(sample_mds), str(tmp_path), "100"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(len(r["texts"]) == 100 for r in ranks)
+    assert ranks[0]["len"] == ranks[1]["len"] == 600  # 1200 samples split over 2 ranks
+    assert not set(ranks[0]["texts"]) & set(ranks[1]["texts"]), "ranks read overlapping samples"
+
+
+@pytest.mark.slow
+def test_two_process_training_saves_one_checkpoint(sample_mds, tmp_path):
+    run_dir = tmp_path / "run"
+    args = tiny_overrides(sample_mds, run_dir, max_duration="6ba", save_interval="6ba", eval_interval="6ba",
+                          log_to_console=True, console_log_interval="6ba")
+    result = _launch(["main.py", str(QUICKSTART_YAML), *args], tmp_path)
+    rank_logs = [tmp_path / f"rank{r}.err" for r in (0, 1)]
+    logs = result.stdout + result.stderr + "".join(p.read_text() for p in rank_logs if p.exists())
+    assert result.returncode == 0, (result.stderr + logs)[-3000:]
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.suffix == ".pt")
+    assert checkpoints == ["ep0-ba6-rank0.pt", "latest-rank0.pt"]
+    import torch
+
+    state = torch.load(run_dir / "checkpoints" / "ep0-ba6-rank0.pt", map_location="cpu", weights_only=False)["state"]
+    assert state["timestamp"]["Timestamp"]["sample"] == 96  # 6 batches x 16 global, i.e. 8 per rank per step
+    assert state["dataset_state"]["train"]["sample_in_epoch"] == 96
+    assert (run_dir / "hf" / "config.json").is_file()
