@@ -19,6 +19,7 @@ from bertforge.errors import ConfigError, did_you_mean, join_key
 
 _BUILTIN_MODULES = (
     "bertforge.models.hf_bert",
+    "bertforge.models.flexbert.build",
     "bertforge.optim.optimizers",
     "bertforge.optim.schedulers",
     "bertforge.callbacks.builtin",
@@ -95,12 +96,16 @@ class Registry:
 
 
 models = Registry("model", "encoder + task head as a ComposerModel", context=("tokenizer",))
+classifiers = Registry(
+    "classifier", "encoder + sequence classification/regression head as a ComposerModel",
+    context=("tokenizer", "num_labels"),
+)
 optimizers = Registry("optimizer", "torch optimizers", context=("params",))
 schedulers = Registry("scheduler", "Composer learning-rate schedules")
 callbacks = Registry("callback", "Composer callbacks")
 loggers = Registry("logger", "Composer loggers")
 
-ALL = {r.kind: r for r in (models, optimizers, schedulers, callbacks, loggers)}
+ALL = {r.kind: r for r in (models, classifiers, optimizers, schedulers, callbacks, loggers)}
 
 _loaded = False
 

@@ -102,6 +102,14 @@ def build_tokenizer(cfg: TrainConfig):
     return tokenizer
 
 
+def describe_parameters(model: torch.nn.Module) -> str:
+    """'149.7M parameters (110.5M non-embedding)'; tied weights are counted once."""
+    params = {id(p): p for p in model.parameters()}.values()
+    total = sum(p.numel() for p in params)
+    embedding = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
+    return f"{total / 1e6:.1f}M parameters ({(total - embedding) / 1e6:.1f}M non-embedding)"
+
+
 def _data_spec(loader) -> DataSpec:
     return DataSpec(loader, get_num_tokens_in_batch=lambda batch: int(batch["attention_mask"].sum()))
 
@@ -115,6 +123,8 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     tokenizer = build_tokenizer(cfg)
     expand = lambda kwargs: expand_paths(kwargs, cfg)  # noqa: E731
     model = registry.models.build(cfg.model, "model", tokenizer, transform=expand)
+    if dist.get_global_rank() == 0:
+        print(f"[bertforge] model '{cfg.model['name']}': {describe_parameters(model)}", flush=True)
     device_batch = cfg.global_train_batch_size // dist.get_world_size()
     train_loader = build_mlm_dataloader(cfg.train_loader, tokenizer, cfg.max_seq_len, device_batch, cfg.seed, True)
     evaluators = []

@@ -15,6 +15,8 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 def export_hf(composer_model: torch.nn.Module, folder: str) -> str:
     """Save ``composer_model``'s transformers model and tokenizer to ``folder``; return the folder."""
     composer_model = unwrap(composer_model)
+    if hasattr(composer_model, "export_hf"):
+        return composer_model.export_hf(folder)
     hf_model = getattr(composer_model, "model", None)
     if hf_model is None or not hasattr(hf_model, "save_pretrained"):
         raise TypeError(f"{type(composer_model).__name__} has no Hugging Face model to export")

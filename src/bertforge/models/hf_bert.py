@@ -8,14 +8,11 @@ from composer.models import HuggingFaceModel
 from transformers import AutoConfig, AutoModelForMaskedLM, PretrainedConfig
 
 from bertforge.errors import ConfigError, UserError, did_you_mean
+from bertforge.models.common.vocab import check_vocab, padded_vocab_size
 from bertforge.models.metrics import mlm_metrics
 from bertforge.registry import models
 
 KEY = "model"
-
-
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
 
 
 def _check_config_keys(config_cls: type[PretrainedConfig], overrides: dict) -> None:
@@ -51,16 +48,12 @@ def build_config(tokenizer, model_type: str, pretrained_model_name: str | None, 
                 f"{KEY}.model_type",
                 f"unknown transformers model type '{model_type}'{did_you_mean(model_type, CONFIG_MAPPING.keys())}",
             ) from None
-        config.vocab_size = _round_up(len(tokenizer), pad_vocab_to_multiple_of)
+        config.vocab_size = padded_vocab_size(tokenizer, pad_vocab_to_multiple_of)
         config.pad_token_id = tokenizer.pad_token_id
     _check_config_keys(type(config), model_config)
     for name, value in model_config.items():
         setattr(config, name, value)
-    if config.vocab_size < len(tokenizer):
-        raise UserError(
-            f"{KEY}: the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {config.vocab_size}; "
-            f"set {KEY}.model_config.vocab_size >= {len(tokenizer)} or use the model's own tokenizer"
-        )
+    check_vocab(tokenizer, config.vocab_size, f"{KEY}.model_config.vocab_size")
     return config
 
 

@@ -1,0 +1,1 @@
+"""Parts shared by model families: norms, activations, MLM head, init."""

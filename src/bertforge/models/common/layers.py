@@ -1,0 +1,39 @@
+"""Small building blocks shared by every family: norms, activations, the MLM prediction head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {
+    "gelu": lambda: nn.GELU(),
+    "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
+    "silu": lambda: nn.SiLU(),
+    "relu": lambda: nn.ReLU(),
+}
+
+
+def activation(name: str) -> nn.Module:
+    """An activation module by name (gelu, gelu_tanh, silu, relu)."""
+    return ACTIVATIONS[name]()
+
+
+def norm(kind: str, dim: int, eps: float, bias: bool) -> nn.Module:
+    """LayerNorm (optionally without bias) or RMSNorm."""
+    if kind == "rmsnorm":
+        return nn.RMSNorm(dim, eps=eps)
+    return nn.LayerNorm(dim, eps=eps, bias=bias)
+
+
+class PredictionTransform(nn.Module):
+    """The MLM head's transform before the decoder: dense + activation + norm, each optional."""
+
+    def __init__(self, hidden: int, *, dense: bool, act: str, use_norm: bool, norm_kind: str, eps: float,
+                 norm_bias: bool, dense_bias: bool):
+        super().__init__()
+        self.dense = nn.Linear(hidden, hidden, bias=dense_bias) if dense else nn.Identity()
+        self.act = activation(act) if dense else nn.Identity()
+        self.norm = norm(norm_kind, hidden, eps, norm_bias) if use_norm else nn.Identity()
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (N, H) -> (N, H)
+        return self.norm(self.act(self.dense(hidden)))

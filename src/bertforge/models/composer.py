@@ -1,0 +1,52 @@
+"""Our own families as Composer models: an MLM module plus metrics, loss and Hugging Face export."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from composer.models import ComposerModel
+
+from bertforge.models.metrics import mlm_metrics
+
+
+class MaskedLMComposerModel(ComposerModel):
+    """Wraps a module whose ``forward(input_ids, attention_mask, labels=, token_type_ids=)`` returns
+    ``(logits, labels, loss)`` for the masked tokens only (sparse prediction)."""
+
+    def __init__(self, module: torch.nn.Module, tokenizer: Any = None,
+                 exporter: Callable[[torch.nn.Module, Any], Any] | None = None):
+        super().__init__()
+        self.model = module
+        self.tokenizer = tokenizer
+        self.exporter = exporter
+        self.train_metrics = {type(m).__name__: m for m in mlm_metrics()}
+        self.eval_metrics = {type(m).__name__: m for m in mlm_metrics()}
+
+    def forward(self, batch: dict) -> Any:
+        return self.model(batch["input_ids"], batch["attention_mask"], labels=batch.get("labels"),
+                          token_type_ids=batch.get("token_type_ids"))
+
+    def loss(self, outputs: Any, batch: dict) -> torch.Tensor:
+        return outputs.loss
+
+    def eval_forward(self, batch: dict, outputs: Any = None) -> Any:
+        return outputs if outputs is not None else self.forward(batch)
+
+    def get_metrics(self, is_train: bool = False) -> dict:
+        return self.train_metrics if is_train else self.eval_metrics
+
+    def update_metric(self, batch: dict, outputs: Any, metric) -> None:
+        metric.update(outputs.logits, outputs.labels)
+
+    def export_hf(self, folder: str) -> str:
+        """Write a transformers folder (weights, config, tokenizer) via the family's exporter."""
+        if self.exporter is None:
+            raise TypeError(f"{type(self.model).__name__} has no Hugging Face export")
+        os.makedirs(folder, exist_ok=True)
+        self.exporter(self.model, self.tokenizer).save_pretrained(folder, safe_serialization=True)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(folder)
+        return folder

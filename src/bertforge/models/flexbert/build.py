@@ -1,0 +1,58 @@
+"""The ``flexbert`` registry entry: FlexBERT MLM from a config block or converted Hugging Face weights."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import AutoConfig, AutoModelForMaskedLM
+
+from bertforge.config.validate import from_dict
+from bertforge.errors import ConfigError, UserError
+from bertforge.models.common.vocab import check_vocab, padded_vocab_size
+from bertforge.models.composer import MaskedLMComposerModel
+from bertforge.models.convert.bert import flexbert_config_from_bert, flexbert_state_from_bert
+from bertforge.models.convert.modernbert import flexbert_config_from_modernbert, from_modernbert_state, to_modernbert
+from bertforge.models.flexbert.config import FlexBertConfig
+from bertforge.models.flexbert.model import FlexBertForMaskedLM
+from bertforge.registry import models
+
+KEY = "model.model_config"
+
+
+def _from_pretrained(name: str, overrides: dict) -> FlexBertForMaskedLM:
+    """Convert a transformers ModernBERT or BERT checkpoint (folder or Hub name) into FlexBERT."""
+    try:
+        hf_config = AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise UserError(f"model.pretrained_model_name: cannot load '{name}' ({first})") from None
+    if hf_config.model_type not in ("modernbert", "bert"):
+        raise ConfigError("model.pretrained_model_name", f"'{name}' is {hf_config.model_type}; FlexBERT converts "
+                          "modernbert and bert checkpoints")
+    hf = AutoModelForMaskedLM.from_pretrained(name)
+    if hf_config.model_type == "modernbert":
+        cfg, state = flexbert_config_from_modernbert(hf_config, **overrides), from_modernbert_state(hf.state_dict())
+    else:
+        cfg = flexbert_config_from_bert(hf_config, **overrides)
+        state = flexbert_state_from_bert(hf.state_dict(), hf_config.num_hidden_layers)
+    model = FlexBertForMaskedLM(cfg)
+    model.load_state_dict(state)
+    return model
+
+
+@models.register("flexbert")
+def build_flexbert_mlm(tokenizer: Any, model_config: dict | None = None,
+                       pretrained_model_name: str | None = None) -> MaskedLMComposerModel:
+    """FlexBERT masked LM. ``model_config`` keys are FlexBertConfig fields; ``pretrained_model_name``
+    converts a transformers ModernBERT or BERT checkpoint (its config, then ``model_config`` on top)."""
+    overrides = dict(model_config or {})
+    if pretrained_model_name:
+        from_dict(FlexBertConfig, overrides, KEY)  # check the keys before loading anything
+        module = _from_pretrained(pretrained_model_name, overrides)
+    else:
+        cfg = from_dict(FlexBertConfig, overrides, KEY)
+        if cfg.vocab_size is None:
+            cfg.vocab_size = padded_vocab_size(tokenizer, cfg.pad_vocab_to_multiple_of)
+        module = FlexBertForMaskedLM(cfg)
+    check_vocab(tokenizer, module.config.vocab_size, f"{KEY}.vocab_size")
+    return MaskedLMComposerModel(module, tokenizer, exporter=to_modernbert)

@@ -1,0 +1,133 @@
+"""FlexBERT's parts: embeddings, attention, MLP and the (pre- or post-norm) block."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from bertforge.models.common.layers import activation, norm
+from bertforge.models.flexbert.config import FlexBertConfig
+from bertforge.ops.alibi import alibi_slopes
+from bertforge.ops.attention import attention
+from bertforge.ops.rotary import Rotary, apply_rotary
+
+
+class SeqLayout(NamedTuple):
+    """How tokens are laid out for attention.
+
+    ``cu_seqlens``/``max_seqlen``/``positions`` describe the real tokens (positions within their
+    sequence, for RoPE). ``real`` is None when the layers run on real tokens only (unpadded); in
+    padded execution it holds the indices of the real tokens among all ``batch * seqlen`` rows.
+    ``rope`` caches the (cos, sin) tables per RoPE base for the duration of one forward.
+    """
+
+    cu_seqlens: torch.Tensor
+    max_seqlen: int
+    positions: torch.Tensor
+    real: torch.Tensor | None
+    rope: dict
+
+
+def _norm(cfg: FlexBertConfig) -> nn.Module:
+    return norm(cfg.norm_type, cfg.hidden_size, cfg.norm_eps, cfg.norm_bias)
+
+
+class Embeddings(nn.Module):
+    """Token embeddings, plus learned positions and token types when configured, then norm and dropout."""
+
+    def __init__(self, cfg: FlexBertConfig):
+        super().__init__()
+        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        learned = cfg.position_encoding == "learned"
+        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size) if learned else None
+        types = cfg.type_vocab_size > 0
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size) if types else None
+        self.norm = _norm(cfg) if cfg.embedding_norm else nn.Identity()
+        self.drop = nn.Dropout(cfg.embedding_dropout)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, token_type_ids: torch.Tensor | None):
+        x = self.tok_embeddings(input_ids)  # (T, H)
+        if self.position_embeddings is not None:
+            x = x + self.position_embeddings(positions)
+        if self.token_type_embeddings is not None:
+            types = token_type_ids if token_type_ids is not None else torch.zeros_like(input_ids)
+            x = x + self.token_type_embeddings(types)
+        return self.drop(self.norm(x))
+
+
+class Attention(nn.Module):
+    """Fused-QKV multi-head attention on unpadded tokens; global or sliding-window, RoPE or ALiBi."""
+
+    def __init__(self, cfg: FlexBertConfig, layer: int):
+        super().__init__()
+        self.heads, self.head_dim = cfg.num_attention_heads, cfg.head_dim
+        self.Wqkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size, bias=cfg.attention_bias)
+        self.Wo = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=cfg.attention_bias)
+        is_global = cfg.is_global_layer(layer)
+        self.window = None if is_global else cfg.local_attention_window // 2
+        self.rotary = None
+        if cfg.position_encoding == "rope":
+            self.rotary = Rotary(cfg.head_dim, cfg.rope_theta_global if is_global else cfg.rope_theta_local)
+        slopes = alibi_slopes(cfg.num_attention_heads) if cfg.position_encoding == "alibi" else None
+        self.register_buffer("alibi_slopes", slopes, persistent=False)
+        self.dropout = cfg.attention_dropout
+        self.backend = cfg.attention_backend
+
+    def forward(self, x: torch.Tensor, layout: SeqLayout) -> torch.Tensor:
+        qkv = self.Wqkv(x).view(-1, 3, self.heads, self.head_dim)  # (T, 3, nh, hd)
+        if layout.real is not None:  # padded execution: attend among the real tokens only
+            qkv = qkv[layout.real]
+        if self.rotary is not None:
+            if self.rotary.theta not in layout.rope:  # one table per RoPE base, shared by all layers
+                layout.rope[self.rotary.theta] = self.rotary.cos_sin(layout.positions, qkv.dtype)
+            cos, sin = layout.rope[self.rotary.theta]
+            qk = apply_rotary(qkv[:, :2], cos[:, None], sin[:, None])  # (T, 2, nh, hd)
+            qkv = torch.cat((qk, qkv[:, 2:]), dim=1)
+        out = attention(qkv, layout.cu_seqlens, layout.max_seqlen, backend=self.backend, window=self.window,
+                        alibi_slopes=self.alibi_slopes, dropout_p=self.dropout if self.training else 0.0)
+        if layout.real is not None:
+            out = out.new_zeros(x.shape[0], out.shape[1]).index_copy_(0, layout.real, out)
+        return self.Wo(out)  # (T, H)
+
+
+class MLP(nn.Module):
+    """Classic MLP (Wi -> act -> Wo) or gated GLU (Wi -> act(input) * gate -> Wo)."""
+
+    def __init__(self, cfg: FlexBertConfig):
+        super().__init__()
+        self.glu = cfg.mlp_type == "glu"
+        width = cfg.intermediate_size * (2 if self.glu else 1)
+        self.Wi = nn.Linear(cfg.hidden_size, width, bias=cfg.mlp_bias)
+        self.act = activation(cfg.hidden_activation)
+        self.drop = nn.Dropout(cfg.mlp_dropout)
+        self.Wo = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.Wi(x)
+        if self.glu:
+            inp, gate = hidden.chunk(2, dim=-1)
+            return self.Wo(self.drop(self.act(inp) * gate))
+        return self.Wo(self.drop(self.act(hidden)))
+
+
+class Block(nn.Module):
+    """Attention then MLP, each with a residual; norms before (pre-norm) or after (post-norm) the add."""
+
+    def __init__(self, cfg: FlexBertConfig, layer: int):
+        super().__init__()
+        self.postnorm = cfg.block_type == "postnorm"
+        skip_first = not self.postnorm and layer == 0 and not cfg.first_layer_attn_norm
+        self.attn_norm = nn.Identity() if skip_first else _norm(cfg)
+        self.attn = Attention(cfg, layer)
+        self.mlp_norm = _norm(cfg)
+        self.mlp = MLP(cfg)
+        self.drop = nn.Dropout(cfg.hidden_dropout)
+
+    def forward(self, x: torch.Tensor, layout: SeqLayout) -> torch.Tensor:  # (T, H) -> (T, H)
+        if self.postnorm:
+            x = self.attn_norm(x + self.drop(self.attn(x, layout)))
+            return self.mlp_norm(x + self.drop(self.mlp(x)))
+        x = x + self.drop(self.attn(self.attn_norm(x), layout))
+        return x + self.drop(self.mlp(self.mlp_norm(x)))

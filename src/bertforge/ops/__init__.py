@@ -1,0 +1,1 @@
+"""Low-level tensor operations shared by model families (torch only, nothing else of ours)."""

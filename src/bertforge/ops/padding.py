@@ -1,0 +1,64 @@
+"""Remove padding from a batch once, and put it back where a consumer needs a dense tensor.
+
+Unpadded tensors hold the real tokens of all sequences back to back: ``(total_tokens, ...)``.
+``cu_seqlens`` (int32, ``(batch + 1,)``) gives where each sequence starts, the same bookkeeping
+that flash-attn's varlen kernels and sequence packing use.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+
+class Unpadded(NamedTuple):
+    """A batch with its padding removed.
+
+    Attributes:
+        indices: ``(total,)`` positions of the real tokens in the flattened ``(batch * seqlen)`` batch.
+        cu_seqlens: ``(batch + 1,)`` int32 cumulative sequence lengths, starting at 0.
+        max_seqlen: the longest sequence in the batch.
+        batch: number of sequences.
+        seqlen: padded length of the original batch.
+    """
+
+    indices: torch.Tensor
+    cu_seqlens: torch.Tensor
+    max_seqlen: int
+    batch: int
+    seqlen: int
+
+
+def unpad_info(attention_mask: torch.Tensor) -> Unpadded:
+    """Bookkeeping to unpad a ``(batch, seqlen)`` mask whose real tokens are 1 (right or left padded)."""
+    lengths = attention_mask.sum(dim=-1, dtype=torch.int32)
+    indices = torch.nonzero(attention_mask.flatten(), as_tuple=False).flatten()
+    cu_seqlens = torch.nn.functional.pad(torch.cumsum(lengths, dim=0, dtype=torch.int32), (1, 0))
+    batch, seqlen = attention_mask.shape
+    return Unpadded(indices, cu_seqlens, int(lengths.max()) if batch else 0, batch, seqlen)
+
+
+def unpad(x: torch.Tensor, info: Unpadded) -> torch.Tensor:
+    """``(batch, seqlen, ...)`` -> ``(total, ...)``: keep the real tokens."""
+    return x.flatten(0, 1)[info.indices]
+
+
+def pad(x: torch.Tensor, info: Unpadded) -> torch.Tensor:
+    """``(total, ...)`` -> ``(batch, seqlen, ...)`` with zeros at padded positions."""
+    out = x.new_zeros((info.batch * info.seqlen, *x.shape[1:]))
+    out[info.indices] = x
+    return out.view(info.batch, info.seqlen, *x.shape[1:])
+
+
+def positions_in_sequence(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
+    """``(total,)`` index of each token within its own sequence (0 at every sequence start)."""
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+    starts = torch.repeat_interleave(cu_seqlens[:-1].long(), lengths, output_size=total)
+    return torch.arange(total, device=cu_seqlens.device) - starts
+
+
+def sequence_ids(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
+    """``(total,)`` index of the sequence each token belongs to."""
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+    return torch.repeat_interleave(torch.arange(len(lengths), device=cu_seqlens.device), lengths, output_size=total)
