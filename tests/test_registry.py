@@ -11,13 +11,14 @@ from bertforge.errors import UserError
 
 def test_registry_names():
     assert registry.models.names() == ["flexbert", "hf_bert"]
-    assert registry.optimizers.names() == ["adamw", "decoupled_adamw"]
+    assert registry.optimizers.names() == ["adamw", "decoupled_adamw", "stable_adamw"]
     assert registry.schedulers.names() == [
         "constant", "constant_with_warmup", "cosine_decay_with_warmup", "linear_decay_with_warmup",
         "warmup_stable_decay",
     ]
     assert registry.callbacks.names() == [
-        "hf_export", "lr_monitor", "memory_monitor", "optimizer_monitor", "runtime_estimator", "speed_monitor",
+        "batch_size_warmup", "hf_export", "lr_monitor", "memory_monitor", "optimizer_monitor", "real_token_fraction",
+        "runtime_estimator", "speed_monitor", "throughput_mfu",
     ]
     assert registry.loggers.names() == ["mlflow", "tensorboard", "wandb"]
 

@@ -23,6 +23,8 @@ _BUILTIN_MODULES = (
     "bertforge.optim.optimizers",
     "bertforge.optim.schedulers",
     "bertforge.callbacks.builtin",
+    "bertforge.callbacks.batch_warmup",
+    "bertforge.callbacks.throughput",
     "bertforge.callbacks.loggers",
 )
 

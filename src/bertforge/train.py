@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import shutil
 from dataclasses import asdict
 from typing import Any
 
@@ -20,6 +22,7 @@ from bertforge.callbacks.resume_rng import ResumeRNG
 from bertforge.checkpoints import discard_incomplete_checkpoints
 from bertforge.config import TrainConfig, load_config
 from bertforge.data.mds_checks import check_mds_split, read_meta, split_dir
+from bertforge.data.packing import documents_in_batch
 from bertforge.data.text import build_mlm_dataloader
 from bertforge.data.tokenizer import tokenizer_for_run
 from bertforge.errors import ConfigError, UserError
@@ -102,6 +105,17 @@ def build_tokenizer(cfg: TrainConfig):
     return tokenizer
 
 
+def compile_unavailable_reason(device) -> str | None:
+    """Why torch.compile cannot run here (None when it can): no dynamo, no C++ compiler, or no Triton."""
+    if not torch._dynamo.is_dynamo_supported():
+        return "torch.compile is not supported on this Python/PyTorch build"
+    if isinstance(device, DeviceCPU) and not (shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++")):
+        return "no C++ compiler found for inductor's CPU backend"
+    if isinstance(device, DeviceGPU) and importlib.util.find_spec("triton") is None:
+        return "Triton is not installed"
+    return None
+
+
 def describe_parameters(model: torch.nn.Module) -> str:
     """'149.7M parameters (110.5M non-embedding)'; tied weights are counted once."""
     params = {id(p): p for p in model.parameters()}.values()
@@ -111,7 +125,55 @@ def describe_parameters(model: torch.nn.Module) -> str:
 
 
 def _data_spec(loader) -> DataSpec:
-    return DataSpec(loader, get_num_tokens_in_batch=lambda batch: int(batch["attention_mask"].sum()))
+    return DataSpec(loader, get_num_tokens_in_batch=lambda batch: int((batch["attention_mask"] > 0).sum()),
+                    get_num_samples_in_batch=documents_in_batch)
+
+
+def build_model(cfg: TrainConfig, tokenizer):
+    """The registry model, its size printed once; packing is refused for models that cannot unpad."""
+    model = registry.models.build(cfg.model, "model", tokenizer, transform=lambda kw: expand_paths(kw, cfg))
+    if dist.get_global_rank() == 0:
+        print(f"[bertforge] model '{cfg.model['name']}': {describe_parameters(model)}", flush=True)
+    loaders = (("train_loader", cfg.train_loader), ("eval_loader", cfg.eval_loader))
+    packing = [name for name, loader in loaders if loader and loader.packing]
+    if packing and not getattr(model, "supports_packing", False):
+        raise ConfigError(f"{packing[0]}.packing", f"model '{cfg.model['name']}' cannot attend within packed "
+                          "documents; use a model that unpads (flexbert) or set packing: false")
+    return model
+
+
+def build_dataloaders(cfg: TrainConfig, tokenizer, device_batch: int) -> tuple[DataSpec, list[Evaluator]]:
+    """The training DataSpec and the eval Evaluator (if an eval_loader is configured)."""
+    train_loader = build_mlm_dataloader(cfg.train_loader, tokenizer, cfg.max_seq_len, device_batch, cfg.seed, True)
+    evaluators = []
+    if cfg.eval_loader is not None:
+        eval_loader = build_mlm_dataloader(
+            cfg.eval_loader, tokenizer, cfg.max_seq_len, cfg.device_eval_batch_size, cfg.seed, False
+        )
+        evaluators.append(Evaluator(label="eval", dataloader=_data_spec(eval_loader)))
+    return _data_spec(train_loader), evaluators
+
+
+def compile_config_for(cfg: TrainConfig, device) -> dict | None:
+    """Composer's compile_config when ``compile_model`` is on and compile can run here, else None."""
+    if not cfg.compile_model:
+        return None
+    reason = compile_unavailable_reason(device)
+    if reason:
+        print(f"[bertforge] compile_model: {reason}; running eagerly", flush=True)
+        return None
+    return {}
+
+
+def prepare_run_dir(cfg: TrainConfig, save_folder: str | None) -> None:
+    """Rank 0: move aside checkpoints a killed run left half-written, and save the resolved config."""
+    if dist.get_global_rank() != 0:
+        return
+    if cfg.autoresume and save_folder:
+        for path in discard_incomplete_checkpoints(save_folder):
+            print(f"[bertforge] {path} was left incomplete by a killed run; moved aside", flush=True)
+    os.makedirs(cfg.run_dir, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(asdict(cfg)), os.path.join(cfg.run_dir, "config.yaml"))
 
 
 def build_trainer(cfg: TrainConfig) -> Trainer:
@@ -121,23 +183,12 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     validate(cfg)
     reproducibility.seed_all(cfg.seed)
     tokenizer = build_tokenizer(cfg)
-    expand = lambda kwargs: expand_paths(kwargs, cfg)  # noqa: E731
-    model = registry.models.build(cfg.model, "model", tokenizer, transform=expand)
-    if dist.get_global_rank() == 0:
-        print(f"[bertforge] model '{cfg.model['name']}': {describe_parameters(model)}", flush=True)
+    model = build_model(cfg, tokenizer)
     device_batch = cfg.global_train_batch_size // dist.get_world_size()
-    train_loader = build_mlm_dataloader(cfg.train_loader, tokenizer, cfg.max_seq_len, device_batch, cfg.seed, True)
-    evaluators = []
-    if cfg.eval_loader is not None:
-        eval_loader = build_mlm_dataloader(
-            cfg.eval_loader, tokenizer, cfg.max_seq_len, cfg.device_eval_batch_size, cfg.seed, False
-        )
-        evaluators.append(Evaluator(label="eval", dataloader=_data_spec(eval_loader)))
-    optimizer = registry.optimizers.build(cfg.optimizer, "optimizer", model.named_parameters())
-    scheduler = registry.schedulers.build(cfg.scheduler, "scheduler")
+    train_spec, evaluators = build_dataloaders(cfg, tokenizer, device_batch)
+    expand = lambda kwargs: expand_paths(kwargs, cfg)  # noqa: E731
     callbacks = [registry.callbacks.build(s, f"callbacks[{i}]", transform=expand) for i, s in enumerate(cfg.callbacks)]
     loggers = [registry.loggers.build(s, f"loggers[{i}]", transform=expand) for i, s in enumerate(cfg.loggers)]
-    callbacks.append(ResumeRNG())
     algorithms = []
     if cfg.grad_clip_norm is not None:
         algorithms.append(GradientClipping(clipping_type="norm", clipping_threshold=cfg.grad_clip_norm))
@@ -145,42 +196,21 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     if micro == "auto" and isinstance(device, DeviceCPU):
         micro = device_batch
     save_folder = expand_paths(cfg.save_folder, cfg) if cfg.save_folder else None
-    if dist.get_global_rank() == 0:
-        if cfg.autoresume and save_folder:
-            for path in discard_incomplete_checkpoints(save_folder):
-                print(f"[bertforge] {path} was left incomplete by a killed run; moved aside", flush=True)
-        os.makedirs(cfg.run_dir, exist_ok=True)
-        OmegaConf.save(OmegaConf.create(asdict(cfg)), os.path.join(cfg.run_dir, "config.yaml"))
+    prepare_run_dir(cfg, save_folder)
     return Trainer(
-        model=model,
-        train_dataloader=_data_spec(train_loader),
-        eval_dataloader=evaluators or None,
-        eval_interval=cfg.eval_interval,
-        eval_subset_num_batches=cfg.eval_subset_num_batches,
+        model=model, train_dataloader=train_spec, eval_dataloader=evaluators or None,
+        eval_interval=cfg.eval_interval, eval_subset_num_batches=cfg.eval_subset_num_batches,
         max_duration=cfg.max_duration,
-        optimizers=optimizer,
-        schedulers=scheduler,
-        algorithms=algorithms,
-        callbacks=callbacks,
-        loggers=loggers,
-        run_name=cfg.run_name,
-        progress_bar=cfg.progress_bar,
-        log_to_console=cfg.log_to_console,
-        console_log_interval=cfg.console_log_interval,
-        save_folder=save_folder,
-        save_interval=cfg.save_interval,
-        save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
-        save_overwrite=cfg.save_overwrite,
-        autoresume=cfg.autoresume,
-        load_path=cfg.load_path,
-        load_weights_only=cfg.load_weights_only,
-        device=device,
-        precision=pick_precision(cfg, device),
-        device_train_microbatch_size=micro,
-        seed=cfg.seed,
-        deterministic_mode=cfg.deterministic,
-        dist_timeout=cfg.dist_timeout,
-        python_log_level=cfg.python_log_level,
+        optimizers=registry.optimizers.build(cfg.optimizer, "optimizer", model.named_parameters()),
+        schedulers=registry.schedulers.build(cfg.scheduler, "scheduler"),
+        algorithms=algorithms, callbacks=[*callbacks, ResumeRNG()], loggers=loggers, run_name=cfg.run_name,
+        progress_bar=cfg.progress_bar, log_to_console=cfg.log_to_console,
+        console_log_interval=cfg.console_log_interval, save_folder=save_folder, save_interval=cfg.save_interval,
+        save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep, save_overwrite=cfg.save_overwrite,
+        autoresume=cfg.autoresume, load_path=cfg.load_path, load_weights_only=cfg.load_weights_only,
+        device=device, precision=pick_precision(cfg, device), device_train_microbatch_size=micro, seed=cfg.seed,
+        deterministic_mode=cfg.deterministic, dist_timeout=cfg.dist_timeout,
+        python_log_level=cfg.python_log_level, compile_config=compile_config_for(cfg, device),
     )
 
 

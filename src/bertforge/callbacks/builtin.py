@@ -7,6 +7,7 @@ from composer.core import Callback, State
 from composer.loggers import Logger
 from composer.utils import dist
 
+from bertforge.data.packing import real_token_fraction
 from bertforge.models.export import export_hf
 from bertforge.registry import callbacks
 
@@ -39,6 +40,19 @@ def build_optimizer_monitor(log_optimizer_metrics: bool = True) -> Callback:
 def build_runtime_estimator() -> Callback:
     """Estimate the remaining wall-clock time of the run."""
     return RuntimeEstimator()
+
+
+class RealTokenFraction(Callback):
+    """Log ``data/real_token_fraction``: real tokens / token slots of each training batch."""
+
+    def after_dataloader(self, state: State, logger: Logger) -> None:
+        logger.log_metrics({"data/real_token_fraction": real_token_fraction(state.batch)})
+
+
+@callbacks.register("real_token_fraction")
+def build_real_token_fraction() -> Callback:
+    """Log the packing (or padding) efficiency of every training batch."""
+    return RealTokenFraction()
 
 
 class HuggingFaceExport(Callback):

@@ -53,6 +53,8 @@ class LoaderConfig:
     dataset: DatasetConfig
     mlm_probability: float = 0.15
     """Fraction of real tokens selected for masking (80% [MASK], 10% random, 10% kept)."""
+    packing: bool = False
+    """Pack several documents per row (attention stays inside each; needs a model that unpads, e.g. flexbert)."""
     num_workers: int = 0
     """DataLoader worker processes. Bit-exact resume of the masking needs 0."""
     drop_last: bool = True
@@ -122,6 +124,8 @@ class TrainConfig:
     """Null picks amp_bf16 on a GPU that supports it, else fp32."""
     device: Literal["cpu", "gpu"] | None = None
     """Null picks gpu when CUDA is available."""
+    compile_model: bool = False
+    """torch.compile the model (inductor); skipped with a one-line note where compile cannot run."""
     grad_clip_norm: float | None = None
     """Clip the gradient norm to this value (no clipping when null)."""
     save_folder: str | None = "{run_dir}/checkpoints"

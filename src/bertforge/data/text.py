@@ -51,7 +51,8 @@ def build_mlm_dataloader(loader_cfg, tokenizer, max_seq_len: int, batch_size: in
         cache_limit=ds.cache_limit,
         batch_size=batch_size,
     )
-    collate = collator_for_tokenizer(tokenizer, loader_cfg.mlm_probability, deterministic=not train)
+    collate = collator_for_tokenizer(tokenizer, loader_cfg.mlm_probability, deterministic=not train,
+                                     pack_to=max_seq_len if loader_cfg.packing else None)
     extra = {}
     if loader_cfg.num_workers > 0:
         extra["prefetch_factor"] = loader_cfg.prefetch_factor

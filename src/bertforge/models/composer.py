@@ -14,7 +14,10 @@ from bertforge.models.metrics import mlm_metrics
 
 class MaskedLMComposerModel(ComposerModel):
     """Wraps a module whose ``forward(input_ids, attention_mask, labels=, token_type_ids=)`` returns
-    ``(logits, labels, loss)`` for the masked tokens only (sparse prediction)."""
+    ``(logits, labels, loss)`` for the masked tokens only (sparse prediction). The module unpads,
+    so packed batches (segment ids in ``attention_mask``) are supported."""
+
+    supports_packing = True
 
     def __init__(self, module: torch.nn.Module, tokenizer: Any = None,
                  exporter: Callable[[torch.nn.Module, Any], Any] | None = None):

@@ -17,7 +17,8 @@ class Unpadded(NamedTuple):
 
     Attributes:
         indices: ``(total,)`` positions of the real tokens in the flattened ``(batch * seqlen)`` batch.
-        cu_seqlens: ``(batch + 1,)`` int32 cumulative sequence lengths, starting at 0.
+        cu_seqlens: ``(sequences + 1,)`` int32 cumulative sequence lengths, starting at 0 (one
+            sequence per row, or per document when rows are packed).
         max_seqlen: the longest sequence in the batch.
         batch: number of sequences.
         seqlen: padded length of the original batch.
@@ -31,12 +32,22 @@ class Unpadded(NamedTuple):
 
 
 def unpad_info(attention_mask: torch.Tensor) -> Unpadded:
-    """Bookkeeping to unpad a ``(batch, seqlen)`` mask whose real tokens are 1 (right or left padded)."""
-    lengths = attention_mask.sum(dim=-1, dtype=torch.int32)
-    indices = torch.nonzero(attention_mask.flatten(), as_tuple=False).flatten()
-    cu_seqlens = torch.nn.functional.pad(torch.cumsum(lengths, dim=0, dtype=torch.int32), (1, 0))
+    """Bookkeeping to unpad a ``(batch, seqlen)`` mask: 0 marks padding, any other value a real token.
+
+    A plain 0/1 mask makes each row one sequence. A packed row holds several documents with
+    segment ids 1, 2, ...: each run of equal ids becomes its own sequence in ``cu_seqlens``, so
+    attention never crosses a document boundary.
+    """
     batch, seqlen = attention_mask.shape
-    return Unpadded(indices, cu_seqlens, int(lengths.max()) if batch else 0, batch, seqlen)
+    flat = attention_mask.flatten()
+    indices = torch.nonzero(flat, as_tuple=False).flatten()
+    row, segment = indices // seqlen, flat[indices]
+    new_sequence = torch.ones_like(indices, dtype=torch.bool)
+    new_sequence[1:] = (row[1:] != row[:-1]) | (segment[1:] != segment[:-1])
+    starts = torch.nonzero(new_sequence, as_tuple=False).flatten()
+    bounds = torch.cat([starts, starts.new_tensor([indices.numel()])]).to(torch.int32)
+    max_seqlen = int((bounds[1:] - bounds[:-1]).max()) if indices.numel() else 0
+    return Unpadded(indices, bounds, max_seqlen, batch, seqlen)
 
 
 def unpad(x: torch.Tensor, info: Unpadded) -> torch.Tensor:

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import torch
 from composer.optim import DecoupledAdamW
 
+from bertforge.optim.stable_adamw import StableAdamW
 from bertforge.registry import optimizers
 
 NO_DECAY_MARKERS = ("bias", "norm", "LayerNorm", "embeddings")
@@ -49,3 +50,17 @@ def build_adamw(
     """torch.optim.AdamW (weight decay multiplied by the learning rate)."""
     groups = param_groups(params, weight_decay, no_decay_norms_biases)
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+
+
+@optimizers.register("stable_adamw")
+def build_stable_adamw(
+    params,
+    lr: float = 8e-4,
+    betas: list[float] = (0.9, 0.98),
+    eps: float = 1e-6,
+    weight_decay: float = 1e-5,
+    no_decay_norms_biases: bool = True,
+) -> torch.optim.Optimizer:
+    """StableAdamW (update clipping + decoupled weight decay), ModernBERT's optimizer."""
+    groups = param_groups(params, weight_decay, no_decay_norms_biases)
+    return StableAdamW(groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)

@@ -40,7 +40,7 @@ class FlexBertModel(nn.Module):
             types = unpad(token_type_ids, info) if token_type_ids is not None else None
         else:
             rows, real = input_ids.flatten(), info.indices
-            row_positions = (attention_mask.cumsum(-1) - 1).clamp(min=0).flatten()
+            row_positions = positions.new_zeros(input_ids.numel()).index_copy_(0, info.indices, positions)
             types = token_type_ids.flatten() if token_type_ids is not None else None
         layout = SeqLayout(info.cu_seqlens, info.max_seqlen, positions, real, {})
         x = self.embeddings(rows, row_positions, types)

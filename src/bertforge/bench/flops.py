@@ -1,0 +1,133 @@
+"""Model FLOPs accounting, shared by the benchmark and the ``throughput_mfu`` training callback.
+
+Forward FLOPs per real token = ``2 * N`` (N: parameters outside embedding tables, each used in one
+multiply-add per token) plus the attention term ``4 * layers * hidden * seq_len`` (scores QK^T and
+the weighted sum of V). A train step (forward + backward) is 3x the forward. A family whose compute
+is not attention (e.g. M2's long convolutions) defines ``flops_per_token(seq_len) -> float``
+(forward FLOPs per token) on its model or its config, and that replaces this formula.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+TRAIN_MULTIPLIER = 3  # backward costs about twice the forward
+
+# Dense peak TFLOP/s by GPU: (bf16/fp16 tensor cores, tf32 tensor cores, plain fp32). Datasheet values,
+# without sparsity. Checked in order, so more specific names come first.
+PEAK_TFLOPS: list[tuple[str, tuple[float, float, float]]] = [
+    (r"H200", (989.4, 494.7, 66.9)),
+    (r"H100.*(PCIe|PCIE)", (756.0, 378.0, 51.2)),
+    (r"H100", (989.4, 494.7, 66.9)),  # SXM
+    (r"A100", (312.0, 156.0, 19.5)),
+    (r"\bA10\b", (125.0, 62.5, 31.2)),
+    (r"\bL4\b", (121.0, 60.0, 30.3)),
+    (r"4090", (165.2, 82.6, 82.6)),
+]
+
+
+def peel(model: Any) -> Any:
+    """``model`` without distributed wrappers (DDP's ``.module``), e.g. the ComposerModel."""
+    while isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
+    return model
+
+
+def unwrap(model: Any) -> Any:
+    """The innermost module: a ComposerModel's ``.model`` (e.g. the transformers model), else ``model``."""
+    model = peel(model)
+    inner = getattr(model, "model", None)
+    return inner if isinstance(inner, torch.nn.Module) else model
+
+
+def count_params(model: torch.nn.Module) -> tuple[int, int]:
+    """(all parameters, parameters outside ``nn.Embedding`` tables); tied weights count once."""
+    total = sum(p.numel() for p in model.parameters())
+    seen: set[int] = set()
+    embedding = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Embedding) and id(module.weight) not in seen:
+            seen.add(id(module.weight))
+            embedding += module.weight.numel()
+    return total, total - embedding
+
+
+def _config_of(model: Any) -> Any:
+    return getattr(unwrap(model), "config", None)
+
+
+def _shape(config: Any) -> tuple[int, int] | None:
+    """(layers, hidden) from a transformers-style config, or None when it does not say."""
+    if config is None:
+        return None
+    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers", None)
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "d_model", None)
+    return (int(layers), int(hidden)) if layers and hidden else None
+
+
+def forward_flops_per_token(model: Any, seq_len: int, n_params_nonembedding: int | None = None) -> float:
+    """Forward FLOPs per real token of ``model`` at ``seq_len``.
+
+    Uses ``flops_per_token(seq_len)`` from the model (ComposerModel, its inner module, or its config)
+    when one exists; else ``2 * N_nonembedding + 4 * layers * hidden * seq_len``.
+    """
+    for owner in (peel(model), unwrap(model), _config_of(model)):
+        hook = getattr(owner, "flops_per_token", None)
+        if callable(hook):
+            return float(hook(seq_len))
+    if n_params_nonembedding is None:
+        n_params_nonembedding = count_params(unwrap(model))[1]
+    shape = _shape(_config_of(model))
+    attention = 4 * shape[0] * shape[1] * seq_len if shape else 0
+    return float(2 * n_params_nonembedding + attention)
+
+
+def flops_per_token(model: Any, seq_len: int, train: bool, n_params_nonembedding: int | None = None) -> float:
+    """FLOPs per real token: the forward's, times 3 for a train step (forward + backward)."""
+    fwd = forward_flops_per_token(model, seq_len, n_params_nonembedding)
+    return fwd * (TRAIN_MULTIPLIER if train else 1)
+
+
+def batch_flops(model: Any, lengths: Iterable[int], train: bool, n_params_nonembedding: int | None = None) -> float:
+    """Model FLOPs of a batch: each sequence's real tokens times the per-token FLOPs at its own length.
+
+    Padding is not counted: a model that computes on padding does that work on top of this figure.
+    """
+    if n_params_nonembedding is None:
+        n_params_nonembedding = count_params(unwrap(model))[1]
+    cache: dict[int, float] = {}
+    total = 0.0
+    for n in lengths:
+        n = int(n)
+        if n not in cache:
+            cache[n] = flops_per_token(model, n, train, n_params_nonembedding)
+        total += n * cache[n]
+    return total
+
+
+def peak_flops(precision: str, device: torch.device | str | None = None,
+               peak_tflops: float | None = None) -> float | None:
+    """Peak FLOP/s of the device for ``precision``: ``peak_tflops`` when given, else the table by GPU name.
+
+    Returns None on CPU or an unknown GPU (MFU is then not reported). fp32 uses the TF32 figure when
+    PyTorch lets matmuls use TF32 (``torch.backends.cuda.matmul.allow_tf32``).
+    """
+    if peak_tflops:
+        return peak_tflops * 1e12
+    device = torch.device(device) if device is not None else None
+    if device is None or device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    return table_peak_flops(torch.cuda.get_device_name(device), precision, torch.backends.cuda.matmul.allow_tf32)
+
+
+def table_peak_flops(gpu_name: str, precision: str, allow_tf32: bool = False) -> float | None:
+    """Peak FLOP/s of the GPU named ``gpu_name`` (``torch.cuda.get_device_name``) from the table, or None."""
+    for pattern, (half, tf32, fp32) in PEAK_TFLOPS:
+        if re.search(pattern, gpu_name):
+            tflops = half if precision in ("amp_bf16", "amp_fp16", "bf16", "fp16") else (tf32 if allow_tf32 else fp32)
+            return tflops * 1e12
+    return None

@@ -1,0 +1,103 @@
+"""benchmark_fwd.py end to end on CPU: a tiny sweep's CSV, plot and table, OOM handling, user errors."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bertforge.bench import runner
+from bertforge.bench.cli import main
+from bertforge.bench.report import COLUMNS
+from bertforge.cli import run_cli
+from tests.bench.conftest import FAST, TINY
+from tests.conftest import QUICKSTART_YAML, REPO, SAMPLE_TEXT
+
+
+def _read_csv(path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_tiny_sweep_writes_csv_png_and_table(two_yamls, tmp_path, capsys):
+    out = tmp_path / "bench"
+    main(["--sweep", *two_yamls, *TINY, *FAST, "--seq-lens", "16,48", "--inputs", "fixed,variable",
+          "--mode", "forward,train", "--out", str(out)])
+    rows = _read_csv(out / "bench.csv")
+    assert len(rows) == 2 * 2 * 2 * 2  # models x modes x lengths x input kinds
+    assert tuple(rows[0]) == COLUMNS
+    assert {r["model"] for r in rows} == {"hf-bert-tiny", "hf-bert-tiny-copy"}
+    assert all(r["status"] == "ok" for r in rows)
+    for r in rows:
+        assert float(r["ms_min"]) <= float(r["ms_median"]) <= float(r["ms_max"])
+        assert float(r["tokens_per_s"]) > 0 and float(r["seqs_per_s"]) > 0 and r["peak_mem_mib"] != ""
+        assert int(r["params"]) > int(r["params_nonembedding"]) > 0
+        assert r["mfu"] == ""  # no known peak on CPU
+    for r in rows:
+        if r["inputs"] == "fixed":
+            assert float(r["real_tokens_per_batch"]) == 4 * int(r["seq_len"]) == float(r["padded_tokens_per_batch"])
+        else:  # real tokens only: variable batches have fewer real tokens than positions and than fixed ones
+            assert float(r["real_tokens_per_batch"]) < float(r["padded_tokens_per_batch"])
+            assert float(r["real_tokens_per_batch"]) < 4 * int(r["seq_len"])
+    png = (out / "bench.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+    printed = capsys.readouterr().out
+    assert "| model | mode | seq len |" in printed and printed.count("| hf-bert-tiny") == 16
+    assert (out / "bench.md").read_text().count("\n") == 16 + 2
+
+
+def test_oom_is_recorded_and_the_sweep_goes_on(two_yamls, tmp_path, monkeypatch):
+    real_forward = runner.Case.forward
+
+    def forward(self, batch):
+        if batch.tensors["input_ids"].shape[1] >= 48:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (fake)")
+        real_forward(self, batch)
+
+    monkeypatch.setattr(runner.Case, "forward", forward)
+    rows = main(["--sweep", *two_yamls, *TINY, *FAST, "--seq-lens", "16,48", "--inputs", "fixed",
+                 "--out", str(tmp_path)])
+    assert [(r["seq_len"], r["status"]) for r in rows] == [(16, "ok"), (48, "oom")] * 2
+    csv_rows = _read_csv(tmp_path / "bench.csv")
+    assert csv_rows[1]["status"] == "oom" and csv_rows[1]["ms_median"] == ""
+
+
+def test_too_long_for_position_embeddings_is_skipped_with_a_hint(tmp_path):
+    rows = main([str(QUICKSTART_YAML), *TINY, *FAST, "--seq-lens", "96", "--inputs", "fixed", "--out", str(tmp_path)])
+    assert rows[0]["status"] == "too_long"
+    assert "model.model_config.max_position_embeddings=96" in rows[0]["note"]
+
+
+def test_batch_size_from_yaml_or_auto_and_corpus_lengths(tmp_path, capsys):
+    fast = [a for a in FAST if a not in ("--batch-size", "4")]
+    rows = main([str(QUICKSTART_YAML), *TINY, "device_train_microbatch_size=3", "max_seq_len=32", *fast,
+                 "--length-dist", str(SAMPLE_TEXT), "--out", str(tmp_path)])
+    assert [(r["seq_len"], r["inputs"], r["batch_size"]) for r in rows] == [(32, "fixed", 3), (32, "variable", 3)]
+    assert "whitespace words x 1.3" in capsys.readouterr().out  # quickstart has no tokenizer.name
+    rows = main([str(QUICKSTART_YAML), *TINY, *fast, "--batch-size", "auto", "--max-batch-size", "2",
+                 "--seq-lens", "16", "--inputs", "fixed", "--out", str(tmp_path)])
+    assert rows[0]["batch_size"] == 2  # CPU: auto uses the cap
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["nowhere.yaml"], "config file not found: nowhere.yaml"),
+    ([str(QUICKSTART_YAML), "model.model_config.hidden_sizee=8"], "hidden_sizee: unknown key"),
+    ([str(QUICKSTART_YAML), "--mode", "fwd"], "--mode: 'fwd' not understood"),
+    ([str(QUICKSTART_YAML), str(QUICKSTART_YAML)], "pass --sweep"),
+    ([str(QUICKSTART_YAML), "--length-dist", "zipf"], "--length-dist: 'zipf' is neither"),
+])
+def test_user_errors_are_one_line_exit_2(argv, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        run_cli(main, [*argv, *TINY, "--out", str(tmp_path), *FAST])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and message in err and err.count("\n") == 1
+
+
+def test_entry_point_runs(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "benchmark_fwd.py"), "nowhere.yaml"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr == "bertforge: error: config file not found: nowhere.yaml\n"
