@@ -45,16 +45,21 @@ def make_batch(lengths: list[int], seq_len: int, vocab: int, seed: int) -> tuple
     return ids, mask
 
 
-def time_forward(fn, ids, mask, repeats: int, warmup: int = 2) -> list[float]:
-    """Seconds per forward call (after warm-up), under inference mode."""
+def time_forwards(models: dict, ids, mask, repeats: int, warmup: int = 2) -> dict[str, list[float]]:
+    """Seconds per forward call of each model, under inference mode, after warm-up.
+
+    The models take turns within each repeat, so a change in machine load hits them alike.
+    """
+    times: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
         for _ in range(warmup):
-            fn(ids, mask)
-        times = []
+            for fn in models.values():
+                fn(ids, mask)
         for _ in range(repeats):
-            start = time.perf_counter()
-            fn(ids, mask)
-            times.append(time.perf_counter() - start)
+            for name, fn in models.items():
+                start = time.perf_counter()
+                fn(ids, mask)
+                times[name].append(time.perf_counter() - start)
     return times
 
 
@@ -104,8 +109,7 @@ def main() -> None:
             lens = [seq_len] * args.batch_size if kind == "fixed" else [min(n, seq_len) for n in picks]
             ids, mask = make_batch(lens, seq_len, vocab, seed=seq_len)
             real = int(mask.sum())
-            for name, fn in models.items():
-                times = time_forward(fn, ids, mask, args.repeats)
+            for name, times in time_forwards(models, ids, mask, args.repeats).items():
                 med = statistics.median(times)
                 rows.append(dict(model=name, seq_len=seq_len, inputs=kind, real_tokens=real, ms=round(med * 1e3, 1),
                                  ms_min=round(min(times) * 1e3, 1), ms_max=round(max(times) * 1e3, 1),

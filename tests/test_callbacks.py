@@ -36,3 +36,15 @@ def test_packing_with_a_padded_model_fails_before_training(sample_mds, tmp_path)
     cfg = load_config(QUICKSTART_YAML, tiny_overrides(sample_mds, tmp_path / "run", **{"train_loader.packing": True}))
     with pytest.raises(ConfigError, match="train_loader.packing: model 'hf_bert' cannot attend within packed"):
         build_trainer(cfg)
+
+
+def test_hf_export_of_a_model_without_hf_format_fails_before_training(sample_mds, tmp_path):
+    from bertforge.config import load_config
+    from bertforge.errors import ConfigError
+    from bertforge.train import build_trainer
+    from tests.conftest import REPO, tiny_overrides
+
+    overrides = tiny_overrides(sample_mds, tmp_path / "run", **{"model.model_config.position_encoding": "alibi"})
+    cfg = load_config(REPO / "yamls" / "quickstart" / "flexbert-tiny.yaml", overrides)
+    with pytest.raises(ConfigError, match=r"callbacks\[2\]: hf_export: .* no Hugging Face equivalent"):
+        build_trainer(cfg)

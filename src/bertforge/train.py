@@ -26,6 +26,7 @@ from bertforge.data.packing import documents_in_batch
 from bertforge.data.text import build_mlm_dataloader
 from bertforge.data.tokenizer import tokenizer_for_run
 from bertforge.errors import ConfigError, UserError
+from bertforge.models.export import can_export_hf
 
 
 def expand_paths(value: Any, cfg: TrainConfig) -> Any:
@@ -139,6 +140,10 @@ def build_model(cfg: TrainConfig, tokenizer):
     if packing and not getattr(model, "supports_packing", False):
         raise ConfigError(f"{packing[0]}.packing", f"model '{cfg.model['name']}' cannot attend within packed "
                           "documents; use a model that unpads (flexbert) or set packing: false")
+    exports = [i for i, spec in enumerate(cfg.callbacks) if spec.get("name") == "hf_export"]
+    if exports and not can_export_hf(model):
+        raise ConfigError(f"callbacks[{exports[0]}]", f"hf_export: this '{cfg.model['name']}' configuration has "
+                          "no Hugging Face equivalent (e.g. ALiBi); remove the callback")
     return model
 
 

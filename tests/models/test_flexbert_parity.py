@@ -130,3 +130,23 @@ def test_exported_modernbert_folder_loads_with_automodel(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(input_ids=ids, attention_mask=mask).logits[mask.bool()],
                                    ours(ids, mask).logits[mask.bool()], rtol=0, atol=1e-4)
+
+
+def test_flexbert_as_bert_exports_to_bert_for_masked_lm():
+    from bertforge.models.convert.bert import to_bert
+    from bertforge.models.flexbert.build import hf_exporter
+    from bertforge.models.flexbert.config import FlexBertConfig
+
+    torch.manual_seed(0)
+    hf_cfg = BertConfig(vocab_size=100, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=80, max_position_embeddings=64, type_vocab_size=2)
+    ours = FlexBertForMaskedLM(flexbert_config_from_bert(hf_cfg)).eval()
+    assert hf_exporter(ours.config) is to_bert
+    exported = to_bert(ours)
+    ids, mask = _mixed_batch(100, lengths=(9, 30, 4))
+    with torch.no_grad():
+        want = ours(ids, mask).logits
+        got = exported(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(got[mask.bool()], want[mask.bool()], rtol=0, atol=1e-5)
+    alibi = FlexBertConfig(vocab_size=100, hidden_size=48, num_attention_heads=4, position_encoding="alibi")
+    assert hf_exporter(alibi) is None

@@ -12,6 +12,14 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
+def can_export_hf(composer_model: torch.nn.Module) -> bool:
+    """Whether :func:`export_hf` can write this model as a transformers folder."""
+    composer_model = unwrap(composer_model)
+    if hasattr(composer_model, "export_hf"):
+        return getattr(composer_model, "exporter", None) is not None
+    return hasattr(getattr(composer_model, "model", None), "save_pretrained")
+
+
 def export_hf(composer_model: torch.nn.Module, folder: str) -> str:
     """Save ``composer_model``'s transformers model and tokenizer to ``folder``; return the folder."""
     composer_model = unwrap(composer_model)

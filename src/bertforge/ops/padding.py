@@ -51,12 +51,16 @@ def unpad_info(attention_mask: torch.Tensor) -> Unpadded:
 
 
 def unpad(x: torch.Tensor, info: Unpadded) -> torch.Tensor:
-    """``(batch, seqlen, ...)`` -> ``(total, ...)``: keep the real tokens."""
+    """``(batch, seqlen, ...)`` -> ``(total, ...)``: keep the real tokens (a view when nothing is padded)."""
+    if info.indices.numel() == info.batch * info.seqlen:
+        return x.flatten(0, 1)
     return x.flatten(0, 1)[info.indices]
 
 
 def pad(x: torch.Tensor, info: Unpadded) -> torch.Tensor:
     """``(total, ...)`` -> ``(batch, seqlen, ...)`` with zeros at padded positions."""
+    if x.shape[0] == info.batch * info.seqlen:
+        return x.view(info.batch, info.seqlen, *x.shape[1:])
     out = x.new_zeros((info.batch * info.seqlen, *x.shape[1:]))
     out[info.indices] = x
     return out.view(info.batch, info.seqlen, *x.shape[1:])

@@ -36,11 +36,17 @@ def flexbert_config_from_modernbert(hf: ModernBertConfig, **overrides) -> FlexBe
     return FlexBertConfig(**values)
 
 
-def modernbert_config_from_flexbert(cfg: FlexBertConfig, tokenizer=None) -> ModernBertConfig:
-    """The ModernBERT config for ``cfg``; fails naming the keys ModernBERT cannot express."""
+def modernbert_incompatibilities(cfg: FlexBertConfig) -> list[str]:
+    """The FlexBERT keys whose values ModernBERT cannot express (empty: exportable)."""
     differing = [k for k, v in MODERNBERT_FIXED.items() if getattr(cfg, k) != v]
     if cfg.local_attention_window is None:
         differing.append("local_attention_window (null)")
+    return differing
+
+
+def modernbert_config_from_flexbert(cfg: FlexBertConfig, tokenizer=None) -> ModernBertConfig:
+    """The ModernBERT config for ``cfg``; fails naming the keys ModernBERT cannot express."""
+    differing = modernbert_incompatibilities(cfg)
     if differing:
         raise UserError(f"this FlexBERT config cannot be written as ModernBERT: {', '.join(differing)} differ")
     defaults = ModernBertConfig()

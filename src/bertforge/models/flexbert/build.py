@@ -10,8 +10,18 @@ from bertforge.config.validate import from_dict
 from bertforge.errors import ConfigError, UserError
 from bertforge.models.common.vocab import check_vocab, padded_vocab_size
 from bertforge.models.composer import MaskedLMComposerModel
-from bertforge.models.convert.bert import flexbert_config_from_bert, flexbert_state_from_bert
-from bertforge.models.convert.modernbert import flexbert_config_from_modernbert, from_modernbert_state, to_modernbert
+from bertforge.models.convert.bert import (
+    bert_incompatibilities,
+    flexbert_config_from_bert,
+    flexbert_state_from_bert,
+    to_bert,
+)
+from bertforge.models.convert.modernbert import (
+    flexbert_config_from_modernbert,
+    from_modernbert_state,
+    modernbert_incompatibilities,
+    to_modernbert,
+)
 from bertforge.models.flexbert.config import FlexBertConfig
 from bertforge.models.flexbert.model import FlexBertForMaskedLM
 from bertforge.registry import models
@@ -55,4 +65,13 @@ def build_flexbert_mlm(tokenizer: Any, model_config: dict | None = None,
             cfg.vocab_size = padded_vocab_size(tokenizer, cfg.pad_vocab_to_multiple_of)
         module = FlexBertForMaskedLM(cfg)
     check_vocab(tokenizer, module.config.vocab_size, f"{KEY}.vocab_size")
-    return MaskedLMComposerModel(module, tokenizer, exporter=to_modernbert)
+    return MaskedLMComposerModel(module, tokenizer, exporter=hf_exporter(module.config))
+
+
+def hf_exporter(cfg: FlexBertConfig):
+    """ModernBERT format when the config fits it, else BERT's, else None (e.g. ALiBi: no HF equivalent)."""
+    if not modernbert_incompatibilities(cfg):
+        return to_modernbert
+    if not bert_incompatibilities(cfg):
+        return to_bert
+    return None
