@@ -10,7 +10,7 @@ from bertforge.errors import UserError
 
 
 def test_registry_names():
-    assert registry.models.names() == ["flexbert", "hf_bert"]
+    assert registry.models.names() == ["flexbert", "hf_bert", "m2_bert"]
     assert registry.optimizers.names() == ["adamw", "decoupled_adamw", "stable_adamw"]
     assert registry.schedulers.names() == [
         "constant", "constant_with_warmup", "cosine_decay_with_warmup", "linear_decay_with_warmup",
@@ -52,3 +52,15 @@ def test_missing_optional_logger_is_one_line():
         pytest.skip("wandb is installed here, so the missing-package message cannot be shown")
     with pytest.raises(UserError, match=r"loggers: 'wandb' needs the 'wandb' package; pip install wandb"):
         registry.loggers.build({"name": "wandb"}, "loggers[0]")
+
+
+def test_per_parameter_optimizer_options_form_their_own_group():
+    special = torch.nn.Parameter(torch.zeros(3))
+    special._optim = {"lr": 1e-5, "weight_decay": 0.0}
+    plain = torch.nn.Parameter(torch.zeros(3))
+    opt = registry.optimizers.build({"name": "decoupled_adamw", "lr": 1e-3, "weight_decay": 0.1}, "optimizer",
+                                    [("plain.weight", plain), ("filter.z", special)])
+    assert len(opt.param_groups) == 2
+    assert [g["lr"] for g in opt.param_groups] == [1e-3, 1e-5]
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+    assert opt.param_groups[1]["params"][0] is special

@@ -20,6 +20,7 @@ from bertforge.errors import ConfigError, did_you_mean, join_key
 _BUILTIN_MODULES = (
     "bertforge.models.hf_bert",
     "bertforge.models.flexbert.build",
+    "bertforge.models.m2.build",
     "bertforge.optim.optimizers",
     "bertforge.optim.schedulers",
     "bertforge.callbacks.builtin",

@@ -15,13 +15,21 @@ NO_DECAY_MARKERS = ("bias", "norm", "LayerNorm", "embeddings")
 
 def param_groups(named_params: Iterable[tuple[str, torch.nn.Parameter]], weight_decay: float,
                  no_decay_norms_biases: bool) -> list[dict]:
-    """One group, or two when norms, biases and embeddings are kept out of weight decay."""
-    params = [(n, p) for n, p in named_params if p.requires_grad]
-    if not no_decay_norms_biases:
-        return [{"params": [p for _, p in params], "weight_decay": weight_decay}]
-    decay = [p for n, p in params if not any(m in n for m in NO_DECAY_MARKERS)]
-    no_decay = [p for n, p in params if any(m in n for m in NO_DECAY_MARKERS)]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    """Parameter groups: one per distinct (weight decay, per-parameter options) combination.
+
+    With ``no_decay_norms_biases``, norms, biases and embeddings get no weight decay. A parameter
+    may carry its own options in an ``_optim`` dict (e.g. M2's filter MLPs: ``{"lr": 1e-3,
+    "weight_decay": 0.1}``); they override the defaults for its group.
+    """
+    groups: dict[tuple, dict] = {}
+    for name, param in named_params:
+        if not param.requires_grad:
+            continue
+        no_decay = no_decay_norms_biases and any(m in name for m in NO_DECAY_MARKERS)
+        options = {"weight_decay": 0.0 if no_decay else weight_decay, **getattr(param, "_optim", {})}
+        key = tuple(sorted(options.items()))
+        groups.setdefault(key, {"params": [], **options})["params"].append(param)
+    return list(groups.values())
 
 
 @optimizers.register("decoupled_adamw")

@@ -1,0 +1,1 @@
+"""M2-BERT: the Monarch Mixer encoder (implicit long convolutions + block-diagonal MLPs)."""

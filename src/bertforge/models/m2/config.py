@@ -1,0 +1,94 @@
+"""M2-BERT configuration: every architectural choice is one documented key. Defaults describe M2-BERT 80M."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from bertforge.errors import ConfigError
+from bertforge.ops.fftconv import BACKENDS
+
+
+@dataclass
+class M2BertConfig:
+    """Architecture of an M2-BERT (Monarch Mixer) encoder and its MLM head."""
+
+    vocab_size: int | None = None
+    """Embedding rows; null sizes it from the tokenizer, rounded up to ``pad_vocab_to_multiple_of``."""
+    pad_vocab_to_multiple_of: int = 64
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    intermediate_size: int = 3072
+    """Width of each half of the GLU MLP (the published configs use 4 * hidden_size)."""
+    max_position_embeddings: int = 128
+    """Rows of the learned position table, and the longest sequence the implicit filters cover."""
+    type_vocab_size: int = 2
+    """Token-type (segment) embeddings; 0 turns them off."""
+    hidden_dropout: float = 0.1
+    """Dropout after the embeddings and inside the MLP (BERT's hidden_dropout_prob)."""
+    norm_eps: float = 1e-12
+    # sequence mixer
+    filter_order: int = 128
+    """Width of the implicit filter MLP (hyena_filter_order)."""
+    filter_emb_dim: int = 5
+    """Positional features fed to the filter MLP: t plus (filter_emb_dim - 1) / 2 sin/cos bands; odd, >= 3."""
+    filter_inner_layers: int = 2
+    """Hidden order x order layers of the filter MLP."""
+    filter_sine_freq: float = 10.0
+    """Initial frequency of the filter MLP's sine activations (hyena_w)."""
+    filter_decay_fast: float = 0.3
+    """Exponential modulation: the fastest channel decays to ``filter_decay_target`` at this fraction of max length."""
+    filter_decay_slow: float = 1.5
+    """... and the slowest channel at this fraction."""
+    filter_decay_target: float = 1e-2
+    bidirectional: bool = True
+    """A second (reverse) filter lets every token see the tokens after it."""
+    residual_long_conv: bool = True
+    """Add a long convolution of the mixer's input (its own filters) to the gated output."""
+    short_conv_kernel: int = 3
+    """Kernel of the causal depthwise convolution on the projected input."""
+    fftconv_backend: Literal["auto", "torch", "direct", "cuda"] = "auto"
+    """Long-convolution backend (``bertforge.ops.fftconv``): auto picks the CUDA kernel when built."""
+    # state mixer (MLP)
+    mlp_type: Literal["glu", "mlp"] = "glu"
+    """``glu``: GELU(x W_gate) * (x W_value) then W_out; ``mlp``: the classic two-layer GELU MLP."""
+    mlp_blocks: int = 4
+    """Blocks of the block-diagonal (Monarch) MLP weights; 1 is a dense MLP."""
+    # optimizer tags (read by an optimizer that honours per-parameter ``_optim`` dicts)
+    filter_lr: float | None = 1e-3
+    """Learning rate of the filter MLPs (long_conv_kernel_learning_rate); null: the optimizer's."""
+    filter_weight_decay: float = 0.1
+    """Weight decay of the filter MLPs (hyena_wd)."""
+    pos_features_lr: float = 1e-5
+    """Learning rate of the filters' positional features (hyena_lr_pos_emb); 0 freezes them as a buffer."""
+    # initialisation
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        positive = ("hidden_size", "num_hidden_layers", "intermediate_size", "max_position_embeddings",
+                    "filter_order", "short_conv_kernel", "mlp_blocks", "pad_vocab_to_multiple_of")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ConfigError(key, f"{getattr(self, key)} must be >= 1")
+        if self.type_vocab_size < 0 or self.filter_inner_layers < 0:
+            key = "type_vocab_size" if self.type_vocab_size < 0 else "filter_inner_layers"
+            raise ConfigError(key, f"{getattr(self, key)} must be >= 0")
+        if self.filter_emb_dim < 3 or self.filter_emb_dim % 2 == 0:
+            raise ConfigError("filter_emb_dim", f"{self.filter_emb_dim} must be odd and >= 3 (t, then sin/cos pairs)")
+        for key in ("hidden_size", "intermediate_size"):
+            if getattr(self, key) % self.mlp_blocks:
+                raise ConfigError("mlp_blocks", f"{key} {getattr(self, key)} is not divisible by mlp_blocks "
+                                  f"{self.mlp_blocks}")
+        if not 0.0 <= self.hidden_dropout < 1.0:
+            raise ConfigError("hidden_dropout", f"{self.hidden_dropout} must be in [0, 1)")
+        if not 0.0 < self.filter_decay_fast <= self.filter_decay_slow:
+            raise ConfigError("filter_decay_fast", f"need 0 < filter_decay_fast ({self.filter_decay_fast}) <= "
+                              f"filter_decay_slow ({self.filter_decay_slow})")
+        if not 0.0 < self.filter_decay_target < 1.0:
+            raise ConfigError("filter_decay_target", f"{self.filter_decay_target} must be in (0, 1)")
+        for key in ("filter_lr", "filter_weight_decay", "pos_features_lr"):
+            value = getattr(self, key)
+            if value is not None and value < 0:
+                raise ConfigError(key, f"{value} must be >= 0")
+        if self.fftconv_backend not in BACKENDS:
+            raise ConfigError("fftconv_backend", f"{self.fftconv_backend!r}; choose one of {', '.join(BACKENDS)}")

@@ -1,0 +1,105 @@
+"""Hyena-style implicit long-convolution filters for M2-BERT's sequence mixer.
+
+A filter is not a table of ``L`` weights per channel: a small MLP with sine activations maps
+positional features (t and a few sin/cos bands) to one value per channel, and an exponential
+decay, faster for some channels than others, shapes it. The filter at lag ``d`` therefore does
+not depend on the batch's sequence length, which is what makes padding harmless once padded
+positions are zero.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from bertforge.models.m2.config import M2BertConfig
+from bertforge.ops.fftconv import fft_conv
+
+
+def positional_features(length: int, emb_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(length, emb_dim)`` filter-MLP inputs [t, cos bands, sin bands] and ``(length, 1)`` t in [0, 1]."""
+    t = torch.linspace(0, 1, length)[:, None]  # (L, 1)
+    bands = (emb_dim - 1) // 2
+    angle = 2 * math.pi * torch.arange(length, dtype=torch.float32)[:, None] / length  # (L, 1)
+    freqs = torch.linspace(1e-4, bands - 1, bands)[None]  # (1, bands)
+    return torch.cat([t, torch.cos(freqs * angle), -torch.sin(freqs * angle)], dim=-1), t
+
+
+def decay_modulation(t: torch.Tensor, channels: int, cfg: M2BertConfig) -> torch.Tensor:
+    """``(L, channels)`` exp(-rate * t); channels reach ``filter_decay_target`` between the fast and slow points."""
+    fastest = -math.log(cfg.filter_decay_target) / cfg.filter_decay_fast
+    slowest = -math.log(cfg.filter_decay_target) / cfg.filter_decay_slow
+    rates = torch.linspace(slowest, fastest, channels)[None]  # (1, C)
+    return torch.exp(-t * rates)
+
+
+class Sine(nn.Module):
+    """sin(freq * x) with one learned frequency per feature."""
+
+    def __init__(self, width: int, freq: float):
+        super().__init__()
+        self.freq = nn.Parameter(torch.full((width,), float(freq)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(self.freq * x)
+
+
+class FilterMLP(nn.Module):
+    """Positional features ``(L, emb_dim)`` -> filter values ``(L, channels)``, sine after each hidden layer."""
+
+    def __init__(self, emb_dim: int, order: int, channels: int, inner_layers: int):
+        super().__init__()
+        hidden = [nn.Linear(order, order) for _ in range(inner_layers)]
+        self.layers = nn.ModuleList([nn.Linear(emb_dim, order), *hidden])
+        self.out = nn.Linear(order, channels, bias=False)
+
+    def forward(self, z: torch.Tensor, sine: Sine) -> torch.Tensor:
+        for layer in self.layers:
+            z = sine(layer(z))
+        return self.out(z)
+
+
+class LongConv(nn.Module):
+    """Per-channel long convolution with implicit forward (and reverse) filters plus the skip term ``D``.
+
+    ``forward(u)`` takes ``(N, C, L)`` with padded positions already zero and returns
+    ``conv(u, k_fwd, k_rev) + D * u``. The filter MLPs (and their shared sine frequencies) carry
+    ``_optim = {lr: filter_lr, weight_decay: filter_weight_decay}`` and the positional features
+    ``{lr: pos_features_lr, weight_decay: 0}`` for an optimizer that builds groups from such tags.
+    """
+
+    def __init__(self, cfg: M2BertConfig, channels: int):
+        super().__init__()
+        self.backend = cfg.fftconv_backend
+        self.max_len = cfg.max_position_embeddings
+        z, t = positional_features(cfg.max_position_embeddings, cfg.filter_emb_dim)
+        if cfg.pos_features_lr > 0:
+            self.z = nn.Parameter(z)
+            self.z._optim = {"lr": cfg.pos_features_lr, "weight_decay": 0.0}
+        else:
+            self.register_buffer("z", z)
+        self.register_buffer("modulation", decay_modulation(t, channels, cfg), persistent=False)
+        self.sine = Sine(cfg.filter_order, cfg.filter_sine_freq)
+        mlp = (cfg.filter_emb_dim, cfg.filter_order, channels, cfg.filter_inner_layers)
+        self.fwd = FilterMLP(*mlp)
+        self.rev = FilterMLP(*mlp) if cfg.bidirectional else None
+        self.D = nn.Parameter(torch.randn(channels))
+        tag = {"weight_decay": cfg.filter_weight_decay} | ({"lr": cfg.filter_lr} if cfg.filter_lr is not None else {})
+        for module in (self.sine, self.fwd, self.rev):
+            for param in module.parameters() if module is not None else ():
+                param._optim = dict(tag)
+
+    def filters(self, length: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The ``(C, length)`` forward and reverse filters."""
+        if length > self.max_len:
+            raise ValueError(f"M2-BERT: sequence of {length} tokens exceeds max_position_embeddings {self.max_len}")
+        z, decay = self.z[:length], self.modulation[:length]
+        k = (self.fwd(z, self.sine) * decay).t()  # (C, L)
+        k_rev = (self.rev(z, self.sine) * decay).t() if self.rev is not None else None
+        return k, k_rev
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:  # (N, C, L) -> (N, C, L)
+        k, k_rev = self.filters(u.shape[-1])
+        return fft_conv(u, k, k_rev, backend=self.backend) + u * self.D[:, None]

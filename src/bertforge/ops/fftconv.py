@@ -1,0 +1,123 @@
+"""Long convolution along the sequence axis, behind one function with interchangeable backends.
+
+``fft_conv(u, k, k_rev)`` convolves every channel of ``u`` ``(..., C, L)`` with its own filter:
+
+    y[t] = sum_{d=0}^{L-1} k[d] * u[t - d]            (forward / causal part)
+         + sum_{d=1}^{L-1} k_rev[d - 1] * u[t + d]    (reverse part, when ``k_rev`` is given)
+
+Out-of-range positions count as zero, so the result is a *linear* (not circular) convolution:
+the FFT backend transforms at a length of at least ``2L``. Backends, one signature each:
+
+- ``direct``: float64 O(L^2) loop over lags, the reference for tests;
+- ``torch``: ``torch.fft`` (CPU and GPU), the default where no kernel is built;
+- ``cuda``: a compiled extension (module ``bertforge_fftconv_cuda`` exposing ``fft_conv(u, k, k_rev)``),
+  picked automatically for CUDA tensors when it imports; otherwise the torch backend runs instead
+  and a one-line note is printed once.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import sys
+from collections.abc import Callable
+
+import torch
+
+BACKENDS = ("auto", "direct", "torch", "cuda")
+CUDA_MODULE = "bertforge_fftconv_cuda"
+
+
+def _check(u: torch.Tensor, k: torch.Tensor, k_rev: torch.Tensor | None) -> int:
+    length = u.shape[-1]
+    for name, kernel in (("k", k), ("k_rev", k_rev)):
+        if kernel is not None and (kernel.shape[-1] < length or kernel.shape[-2] != u.shape[-2]):
+            raise ValueError(f"fft_conv: {name} has shape {tuple(kernel.shape)}; "
+                             f"expected (C={u.shape[-2]}, >= {length})")
+    return length
+
+
+def direct_conv(u: torch.Tensor, k: torch.Tensor, k_rev: torch.Tensor | None = None) -> torch.Tensor:
+    """Reference: the sums above computed lag by lag in float64, returned in ``u``'s dtype."""
+    length = _check(u, k, k_rev)
+    x, kf = u.double(), k[..., :length].double()  # (..., C, L), (C, L)
+    y = torch.zeros_like(x)
+    for d in range(length):
+        y[..., d:] += kf[:, d : d + 1] * x[..., : length - d]
+    if k_rev is not None:
+        kr = k_rev.double()
+        for d in range(1, length):
+            y[..., : length - d] += kr[:, d - 1 : d] * x[..., d:]
+    return y.to(u.dtype)
+
+
+def fft_size(length: int) -> int:
+    """The transform length: the smallest power of two >= 2 * length (linear, not circular, conv)."""
+    return 1 << max(1, (2 * length - 1).bit_length())
+
+
+def torch_fft_conv(u: torch.Tensor, k: torch.Tensor, k_rev: torch.Tensor | None = None) -> torch.Tensor:
+    """``torch.fft`` backend: one real FFT of the input and of a combined two-sided kernel.
+
+    The reverse filter sits at the end of the kernel (circular lag ``n - d`` is lag ``-d``), so both
+    directions cost one pointwise product. Half-precision inputs are transformed in float32.
+    """
+    length = _check(u, k, k_rev)
+    n = fft_size(length)
+    compute = u.dtype if u.dtype in (torch.float32, torch.float64) else torch.float32
+    kernel = k[..., :length].to(compute)  # (C, L)
+    if k_rev is not None and length > 1:
+        gap = kernel.new_zeros(*kernel.shape[:-1], n - 2 * length + 1)
+        kernel = torch.cat([kernel, gap, k_rev[..., : length - 1].to(compute).flip(-1)], dim=-1)  # (C, n)
+    y = torch.fft.irfft(torch.fft.rfft(u.to(compute), n=n) * torch.fft.rfft(kernel, n=n), n=n)
+    return y[..., :length].to(u.dtype)
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_extension():
+    """The compiled CUDA module, or None when it is not built or cannot load."""
+    try:
+        return importlib.import_module(CUDA_MODULE)
+    except ImportError:
+        return None
+
+
+@functools.cache
+def _note(message: str) -> None:
+    print(f"[bertforge] {message}", file=sys.stderr, flush=True)
+
+
+def cuda_fft_conv(u: torch.Tensor, k: torch.Tensor, k_rev: torch.Tensor | None = None) -> torch.Tensor:
+    """The CUDA kernel when built and ``u`` is on a GPU; otherwise the torch backend (noted once)."""
+    ext = cuda_extension()
+    if ext is None or not u.is_cuda:
+        why = "not built" if ext is None else "given CPU tensors"
+        _note(f"fft_conv: CUDA kernel {why}; using the torch.fft backend")
+        return torch_fft_conv(u, k, k_rev)
+    _check(u, k, k_rev)
+    return ext.fft_conv(u, k, k_rev)
+
+
+IMPLEMENTATIONS: dict[str, Callable[..., torch.Tensor]] = {
+    "direct": direct_conv,
+    "torch": torch_fft_conv,
+    "cuda": cuda_fft_conv,
+}
+
+
+def resolve(backend: str, device: torch.device) -> str:
+    """The backend ``auto`` stands for on ``device``: cuda when the kernel is built, else torch."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown fft_conv backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend != "auto":
+        return backend
+    return "cuda" if device.type == "cuda" and cuda_extension() is not None else "torch"
+
+
+def fft_conv(u: torch.Tensor, k: torch.Tensor, k_rev: torch.Tensor | None = None,
+             backend: str = "auto") -> torch.Tensor:
+    """Convolve ``u`` ``(..., C, L)`` with per-channel filters ``k`` (and ``k_rev``) ``(C, >= L)``.
+
+    Returns ``(..., C, L)`` in ``u``'s dtype; see the module docstring for the exact sums.
+    """
+    return IMPLEMENTATIONS[resolve(backend, u.device)](u, k, k_rev)
