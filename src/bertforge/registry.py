@@ -21,6 +21,7 @@ _BUILTIN_MODULES = (
     "bertforge.models.hf_bert",
     "bertforge.models.flexbert.build",
     "bertforge.models.m2.build",
+    "bertforge.models.hf_classifier",
     "bertforge.optim.optimizers",
     "bertforge.optim.schedulers",
     "bertforge.callbacks.builtin",

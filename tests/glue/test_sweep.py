@@ -1,0 +1,74 @@
+"""End to end: a 2-task, 1-seed sweep (MNLI chained into RTE) with a tiny BERT, failures, reruns, workers."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from bertforge.config.validate import from_dict
+from bertforge.glue import GlueConfig, run_sweep
+from bertforge.glue.finetune import Job
+from bertforge.glue.sweep import plan, resolve
+from tests.glue.conftest import tiny_sweep
+
+
+def _refuse(cfg: GlueConfig, job: Job) -> dict:
+    raise AssertionError(f"{job.name} should have come from the cache")
+
+
+def _fake(cfg: GlueConfig, job: Job) -> dict:
+    """A stand-in finetune for pool tests (module level so spawned workers can import it)."""
+    if job.task == "mrpc":
+        raise RuntimeError("boom")
+    return {"rte/accuracy": 50.0 + job.seed}
+
+
+def test_two_task_sweep_chains_mnli_into_rte_then_reruns_from_cache(tmp_path):
+    cfg = from_dict(GlueConfig, tiny_sweep(tmp_path, save_checkpoints=False))
+    start = time.time()
+    summary = run_sweep(cfg, log=lambda _: None)
+    assert time.time() - start < 60
+    assert not summary["failed"]
+    assert set(summary["entries"]) == {"mnli-m", "mnli-mm", "rte"}
+    for entry in ("mnli-m", "mnli-mm", "rte"):
+        assert 0.0 <= summary["entries"][entry]["scores"][17] <= 100.0
+    assert summary["average_over"] == ["mnli-m", "mnli-mm", "rte"]
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [j["task"] for j in saved["jobs"]] == ["mnli", "rte"]
+    assert "| **GLUE average** | 3 entries |" in (tmp_path / "results.md").read_text()
+    first, second = plan(resolve(cfg))
+    assert [j.task for j in first] == ["mnli"] and first[0].save  # MNLI's weights are kept for the chain
+    assert [j.task for j in second] == ["rte"] and second[0].start == f"{first[0].job_dir}/model.pt"
+    # a rerun finds every finished job by (task, seed, config hash) and trains nothing
+    again = run_sweep(cfg, runner=_refuse, log=lambda _: None)
+    assert again["entries"]["rte"]["scores"] == summary["entries"]["rte"]["scores"]
+    # a changed setting is a new job
+    changed = from_dict(GlueConfig, tiny_sweep(tmp_path, task_settings={"rte": {"lr": 5.0e-4}}))
+    assert plan(resolve(changed))[1][0].key != second[0].key
+
+
+def test_failed_job_shows_in_table_and_others_finish(tmp_path):
+    raw = tiny_sweep(tmp_path, tasks=["rte", "mrpc"], task_settings={"mrpc": {"train_file": "missing.tsv"}})
+    summary = run_sweep(from_dict(GlueConfig, raw), log=lambda _: None)
+    assert [f["task"] for f in summary["failed"]] == ["mrpc"]
+    assert "MRPC/missing.tsv: GLUE file not found" in summary["failed"][0]["error"]
+    assert 17 in summary["entries"]["rte"]["scores"]
+    assert "- mrpc/seed17: " in (tmp_path / "results.md").read_text()
+
+
+def test_chained_task_fails_when_mnli_fails(tmp_path):
+    raw = tiny_sweep(tmp_path, task_settings={"mnli": {"train_file": "nope.tsv"}})
+    summary = run_sweep(from_dict(GlueConfig, raw), log=lambda _: None)
+    errors = {f["task"]: f["error"] for f in summary["failed"]}
+    assert "nope.tsv" in errors["mnli"] and errors["rte"].startswith("upstream mnli job failed")
+
+
+@pytest.mark.slow
+def test_worker_processes_isolate_failures(tmp_path):
+    raw = tiny_sweep(tmp_path, tasks=["rte", "mrpc"], seeds=[1, 2], parallel_workers=2)
+    summary = run_sweep(from_dict(GlueConfig, raw), runner=_fake, log=lambda _: None)
+    assert summary["entries"]["rte"]["scores"] == {1: 51.0, 2: 52.0}
+    assert sorted(f["seed"] for f in summary["failed"]) == [1, 2]
+    assert all(f["error"].startswith("RuntimeError: boom") for f in summary["failed"])
