@@ -43,15 +43,15 @@ def naive(qkv, cu, window=None, slopes=None):
 def test_backends_match_float64_reference(backend, window, use_alibi):
     qkv, cu = _qkv()
     slopes = alibi_slopes(qkv.shape[2]) if use_alibi else None
-    got = BACKENDS[backend](qkv, cu, max(LENGTHS), window=window, alibi_slopes=slopes)
+    got = BACKENDS[backend](*qkv.unbind(1), cu, max(LENGTHS), window=window, alibi_slopes=slopes)
     want = naive(qkv, cu, window, slopes)
     torch.testing.assert_close(got.double(), want, rtol=0, atol=1e-5)
 
 
 def test_local_window_differs_from_global():
     qkv, cu = _qkv()
-    local = attention(qkv, cu, max(LENGTHS), backend="varlen", window=3)
-    full = attention(qkv, cu, max(LENGTHS), backend="varlen")
+    local = attention(*qkv.unbind(1), cu, max(LENGTHS), backend="varlen", window=3)
+    full = attention(*qkv.unbind(1), cu, max(LENGTHS), backend="varlen")
     assert not torch.allclose(local, full, atol=1e-3)  # the window really cuts off far tokens
 
 
@@ -76,5 +76,5 @@ def test_unpad_pad_round_trip_and_positions():
 @pytest.mark.parametrize("window", [None, 3])
 def test_flash_attn_matches_reference_on_gpu(window):
     qkv, cu = _qkv(dtype=torch.float32)
-    got = BACKENDS["flash_attn"](qkv.cuda().bfloat16(), cu.cuda(), max(LENGTHS), window=window)
+    got = BACKENDS["flash_attn"](*qkv.cuda().bfloat16().unbind(1), cu.cuda(), max(LENGTHS), window=window)
     torch.testing.assert_close(got.float().cpu().double(), naive(qkv, cu, window), rtol=0, atol=2e-2)

@@ -1,7 +1,7 @@
 """Bidirectional attention over unpadded tokens, behind one function with several backends.
 
-Every backend takes ``qkv`` ``(total, 3, heads, head_dim)`` plus the varlen bookkeeping and
-returns ``(total, heads * head_dim)``. Local (sliding-window) attention lets token i see token j
+Every backend takes ``q``, ``k``, ``v`` ``(total, heads, head_dim)`` (views are fine) plus the
+varlen bookkeeping and returns ``(total, heads * head_dim)``. Local (sliding-window) attention lets token i see token j
 when ``|i - j| <= window``; ALiBi adds ``-slope * |i - j|`` per head. Backends:
 
 - ``flash_attn``: flash-attn's varlen kernel (CUDA, fp16/bf16), when the package is installed.
@@ -62,52 +62,56 @@ _cached_mask = functools.lru_cache(maxsize=32)(_build_mask)
 
 
 @register("varlen")
-def varlen_attention(qkv, cu_seqlens, max_seqlen, *, window=None, alibi_slopes=None, dropout_p=0.0, scale=None):
+def varlen_attention(q, k, v, cu_seqlens, max_seqlen, *, window=None, alibi_slopes=None, dropout_p=0.0, scale=None):
     """One SDPA call per sequence: no compute is spent on padding (fastest on CPU)."""
     bounds = cu_seqlens.tolist()
     batch, total = len(bounds) - 1, bounds[-1]
     if total == batch * max_seqlen:  # all sequences equally long: one batched call, nothing to pad
-        q, k, v = qkv.view(batch, max_seqlen, *qkv.shape[1:]).permute(2, 0, 3, 1, 4)  # each (B, H, L, D)
-        mask = _mask(max_seqlen, window, alibi_slopes, qkv.device, qkv.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
-        return out.permute(0, 2, 1, 3).reshape(total, -1)
+        qb, kb, vb = (t.unflatten(0, (batch, max_seqlen)).transpose(1, 2) for t in (q, k, v))  # (B, H, L, D)
+        mask = _mask(max_seqlen, window, alibi_slopes, q.device, q.dtype)
+        out = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+        return out.transpose(1, 2).reshape(total, -1)
     outs = []
     for start, end in zip(bounds[:-1], bounds[1:]):
-        q, k, v = qkv[start:end].permute(1, 2, 0, 3).unsqueeze(1)  # each (1, H, l, D)
-        mask = _mask(end - start, window, alibi_slopes, qkv.device, qkv.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
-        outs.append(out[0].permute(1, 0, 2))  # (l, H, D)
+        qs, ks, vs = (t[start:end].transpose(0, 1)[None] for t in (q, k, v))  # each (1, H, l, D)
+        mask = _mask(end - start, window, alibi_slopes, q.device, q.dtype)
+        out = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+        outs.append(out[0].transpose(0, 1))  # (l, H, D)
     return torch.cat(outs).flatten(1)
 
 
 @register("sdpa")
-def sdpa_attention(qkv, cu_seqlens, max_seqlen, *, window=None, alibi_slopes=None, dropout_p=0.0, scale=None):
+def sdpa_attention(q, k, v, cu_seqlens, max_seqlen, *, window=None, alibi_slopes=None, dropout_p=0.0, scale=None):
     """Pad to ``(batch, max_seqlen)`` and run PyTorch SDPA once, with padding keys masked out."""
-    total, _, heads, dim = qkv.shape
+    total, heads, dim = q.shape
     batch = cu_seqlens.numel() - 1
     flat = sequence_ids(cu_seqlens, total) * max_seqlen + positions_in_sequence(cu_seqlens, total)
-    padded = qkv.new_zeros(batch * max_seqlen, 3, heads, dim)
-    padded[flat] = qkv
-    q, k, v = padded.view(batch, max_seqlen, 3, heads, dim).permute(2, 0, 3, 1, 4)  # each (B, H, L, D)
-    key_valid = torch.zeros(batch * max_seqlen, dtype=torch.bool, device=qkv.device)
+
+    def padded(t: torch.Tensor) -> torch.Tensor:  # (T, H, D) -> (B, H, L, D)
+        out = t.new_zeros(batch * max_seqlen, heads, dim)
+        out[flat] = t
+        return out.view(batch, max_seqlen, heads, dim).transpose(1, 2)
+
+    key_valid = torch.zeros(batch * max_seqlen, dtype=torch.bool, device=q.device)
     key_valid[flat] = True
     key_pad = ~key_valid.view(batch, 1, 1, max_seqlen)
-    extra = _mask(max_seqlen, window, alibi_slopes, qkv.device, qkv.dtype)
-    base = extra if extra is not None else qkv.new_zeros(1, 1, 1, max_seqlen)
+    extra = _mask(max_seqlen, window, alibi_slopes, q.device, q.dtype)
+    base = extra if extra is not None else q.new_zeros(1, 1, 1, max_seqlen)
     mask = base.masked_fill(key_pad, float("-inf"))
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
-    return out.permute(0, 2, 1, 3).reshape(batch * max_seqlen, heads * dim)[flat]
+    out = F.scaled_dot_product_attention(padded(q), padded(k), padded(v), attn_mask=mask, dropout_p=dropout_p,
+                                         scale=scale)
+    return out.transpose(1, 2).reshape(batch * max_seqlen, heads * dim)[flat]
 
 
 @register("flash_attn")
-def flash_attention(qkv, cu_seqlens, max_seqlen, *, window=None, alibi_slopes=None, dropout_p=0.0, scale=None):
+def flash_attention(q, k, v, cu_seqlens, max_seqlen, *, window=None, alibi_slopes=None, dropout_p=0.0, scale=None):
     """flash-attn's varlen kernel (CUDA, half precision)."""
-    from flash_attn import flash_attn_varlen_qkvpacked_func
+    from flash_attn import flash_attn_varlen_func
 
-    out = flash_attn_varlen_qkvpacked_func(
-        qkv, cu_seqlens, max_seqlen, dropout_p=dropout_p, softmax_scale=scale,
+    out = flash_attn_varlen_func(
+        q, k, v, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, dropout_p=dropout_p, softmax_scale=scale,
         window_size=(window, window) if window is not None else (-1, -1),
-        alibi_slopes=alibi_slopes.to(qkv.device) if alibi_slopes is not None else None,
+        alibi_slopes=alibi_slopes.to(q.device, torch.float32) if alibi_slopes is not None else None,
     )
     return out.flatten(1)
 
@@ -128,10 +132,10 @@ def resolve_backend(name: str, device: torch.device, dtype: torch.dtype) -> str:
     return "varlen"
 
 
-def attention(qkv: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int, *, backend: str = "auto",
-              window: int | None = None, alibi_slopes: torch.Tensor | None = None, dropout_p: float = 0.0,
-              scale: float | None = None) -> torch.Tensor:
-    """Attention for unpadded ``qkv`` ``(total, 3, heads, head_dim)`` -> ``(total, heads * head_dim)``."""
-    name = resolve_backend(backend, qkv.device, qkv.dtype)
-    return BACKENDS[name](qkv, cu_seqlens, max_seqlen, window=window, alibi_slopes=alibi_slopes,
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, max_seqlen: int, *,
+              backend: str = "auto", window: int | None = None, alibi_slopes: torch.Tensor | None = None,
+              dropout_p: float = 0.0, scale: float | None = None) -> torch.Tensor:
+    """Attention for unpadded ``q``, ``k``, ``v`` ``(total, heads, head_dim)`` -> ``(total, heads * head_dim)``."""
+    name = resolve_backend(backend, q.device, q.dtype)
+    return BACKENDS[name](q, k, v, cu_seqlens, max_seqlen, window=window, alibi_slopes=alibi_slopes,
                           dropout_p=dropout_p, scale=scale)

@@ -79,13 +79,13 @@ class Attention(nn.Module):
         qkv = self.Wqkv(x).view(-1, 3, self.heads, self.head_dim)  # (T, 3, nh, hd)
         if layout.real is not None:  # padded execution: attend among the real tokens only
             qkv = qkv[layout.real]
+        q, k, v = qkv.unbind(1)  # views, (T, nh, hd) each
         if self.rotary is not None:
             if self.rotary.theta not in layout.rope:  # one table per RoPE base, shared by all layers
                 layout.rope[self.rotary.theta] = self.rotary.cos_sin(layout.positions, qkv.dtype)
             cos, sin = layout.rope[self.rotary.theta]
-            qk = apply_rotary(qkv[:, :2], cos[:, None], sin[:, None])  # (T, 2, nh, hd)
-            qkv = torch.cat((qk, qkv[:, 2:]), dim=1)
-        out = attention(qkv, layout.cu_seqlens, layout.max_seqlen, backend=self.backend, window=self.window,
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        out = attention(q, k, v, layout.cu_seqlens, layout.max_seqlen, backend=self.backend, window=self.window,
                         alibi_slopes=self.alibi_slopes, dropout_p=self.dropout if self.training else 0.0)
         if layout.real is not None:
             out = out.new_zeros(x.shape[0], out.shape[1]).index_copy_(0, layout.real, out)
