@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from bertforge.data.mlm import IGNORE_INDEX
 from bertforge.models.common.layers import PredictionTransform, norm
+from bertforge.models.common.mlm import MLMOutput, sparse_mlm
 from bertforge.models.flexbert.config import FlexBertConfig
 from bertforge.models.flexbert.layers import Block, Embeddings, SeqLayout
 from bertforge.ops.padding import Unpadded, pad, positions_in_sequence, unpad, unpad_info
@@ -56,14 +54,6 @@ class FlexBertModel(nn.Module):
         return hidden.view(info.batch, info.seqlen, -1) * attention_mask[..., None].to(hidden.dtype)
 
 
-class MLMOutput(NamedTuple):
-    """``logits`` ``(n_masked, vocab)`` with their ``labels`` when labels were given, else ``(B, L, V)``."""
-
-    logits: torch.Tensor
-    labels: torch.Tensor | None
-    loss: torch.Tensor | None
-
-
 class FlexBertForMaskedLM(nn.Module):
     """Encoder + prediction transform + decoder; with labels, only masked tokens reach the head."""
 
@@ -88,10 +78,7 @@ class FlexBertForMaskedLM(nn.Module):
                 return MLMOutput(pad(logits, info), None, None)
             return MLMOutput(logits.view(info.batch, info.seqlen, -1), None, None)
         flat_labels = unpad(labels, info) if self.config.unpad else labels.flatten()
-        selected = flat_labels != IGNORE_INDEX
-        logits = self.decoder(self.head(hidden[selected]))  # (n_masked, V)
-        targets = flat_labels[selected]
-        return MLMOutput(logits, targets, F.cross_entropy(logits.float(), targets))
+        return sparse_mlm(hidden, flat_labels, self.head, self.decoder)
 
 
 def init_weights(module: nn.Module, cfg: FlexBertConfig) -> None:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from bertforge.data.mlm import IGNORE_INDEX
 from bertforge.models.common.layers import PredictionTransform
+from bertforge.models.common.mlm import MLMOutput, sparse_mlm
 from bertforge.models.m2.config import M2BertConfig
 from bertforge.models.m2.layers import Block, Embeddings, document_layout
 from bertforge.ops.padding import Unpadded, pad, positions_in_sequence, unpad, unpad_info
@@ -50,14 +47,6 @@ class M2BertModel(nn.Module):
         return pad(hidden, info)
 
 
-class MLMOutput(NamedTuple):
-    """``logits`` ``(n_masked, vocab)`` with their ``labels`` when labels were given, else ``(B, L, V)``."""
-
-    logits: torch.Tensor
-    labels: torch.Tensor | None
-    loss: torch.Tensor | None
-
-
 class M2BertForMaskedLM(nn.Module):
     """Encoder + BERT prediction transform + tied decoder; with labels, only masked tokens reach the head."""
 
@@ -77,10 +66,7 @@ class M2BertForMaskedLM(nn.Module):
         if labels is None:
             return MLMOutput(pad(self.decoder(self.head(hidden)), info), None, None)
         flat_labels = unpad(labels, info)
-        selected = flat_labels != IGNORE_INDEX
-        logits = self.decoder(self.head(hidden[selected]))  # (n_masked, V)
-        targets = flat_labels[selected]
-        return MLMOutput(logits, targets, F.cross_entropy(logits.float(), targets))
+        return sparse_mlm(hidden, flat_labels, self.head, self.decoder)
 
 
 def init_weights(module: nn.Module, cfg: M2BertConfig) -> None:
