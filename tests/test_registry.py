@@ -11,7 +11,7 @@ from bertforge.errors import UserError
 
 def test_registry_names():
     assert registry.models.names() == ["flexbert", "hf_bert", "m2_bert"]
-    assert registry.classifiers.names() == ["hf_bert"]
+    assert registry.classifiers.names() == ["flexbert", "hf_bert", "m2_bert"]
     assert registry.optimizers.names() == ["adamw", "decoupled_adamw", "stable_adamw"]
     assert registry.schedulers.names() == [
         "constant", "constant_with_warmup", "cosine_decay_with_warmup", "linear_decay_with_warmup",

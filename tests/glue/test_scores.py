@@ -7,7 +7,7 @@ import torch
 
 from bertforge.glue.report import summarize, to_markdown
 from bertforge.glue.tasks import entry_score, glue_average
-from bertforge.models.hf_classifier import classification_metrics
+from bertforge.models.metrics import classification_metrics
 
 
 def _compute(num_labels: int, outputs: torch.Tensor, target: torch.Tensor) -> dict[str, float]:

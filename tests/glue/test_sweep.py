@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import pytest
+import torch
 
 from bertforge.config.validate import from_dict
 from bertforge.glue import GlueConfig, run_sweep
@@ -72,3 +74,34 @@ def test_worker_processes_isolate_failures(tmp_path):
     assert summary["entries"]["rte"]["scores"] == {1: 51.0, 2: 52.0}
     assert sorted(f["seed"] for f in summary["failed"]) == [1, 2]
     assert all(f["error"].startswith("RuntimeError: boom") for f in summary["failed"])
+
+
+@pytest.mark.parametrize("block", [
+    {"name": "flexbert", "model_config": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                                          "intermediate_size": 48, "local_attention_window": 16}},
+    {"name": "m2_bert", "model_config": {"hidden_size": 32, "num_hidden_layers": 1, "intermediate_size": 64,
+                                         "max_position_embeddings": 64, "filter_order": 16}},
+], ids=["flexbert", "m2_bert"])
+def test_sweep_runs_every_family_through_the_registry(tmp_path, block):
+    summary = run_sweep(from_dict(GlueConfig, tiny_sweep(tmp_path, model=block, tasks=["rte", "stsb"])),
+                        log=lambda _: None)
+    assert not summary["failed"], summary["failed"]
+    assert set(summary["entries"]) == {"rte", "stsb"}
+    stsb = summary["entries"]["stsb"]["scores"][17]  # mean of Pearson and Spearman, in percent
+    assert math.isfinite(stsb) and -100.0 <= stsb <= 100.0
+
+
+def test_pretrained_flexbert_encoder_loads_into_its_classifier(tokenizer):
+    from bertforge import registry
+    from bertforge.glue.checkpoint import load_encoder
+
+    config = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 48}
+    mlm = registry.models.build({"name": "flexbert", "model_config": config}, "model", tokenizer)
+    clf = registry.classifiers.build({"name": "flexbert", "model_config": config}, "model", tokenizer, 3)
+    report = load_encoder(clf, mlm.state_dict(), "pretraining run")
+    encoder_keys = {k for k in clf.state_dict() if k.startswith("model.model.")}
+    assert set(report.loaded) == encoder_keys and encoder_keys
+    assert all(k.startswith(("model.head.", "model.classifier.")) for k in report.fresh)
+    assert any(k.startswith("model.decoder") for k in report.ignored)  # the MLM head is not part of the classifier
+    for key in encoder_keys:
+        assert torch.equal(clf.state_dict()[key], mlm.state_dict()[key])

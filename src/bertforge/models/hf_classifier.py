@@ -17,30 +17,15 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-from composer.metrics.nlp import BinaryF1Score
 from composer.models import HuggingFaceModel
-from torchmetrics import MatthewsCorrCoef, Metric, PearsonCorrCoef, SpearmanCorrCoef
-from torchmetrics.classification import MulticlassAccuracy
 from transformers import AutoModelForSequenceClassification
 
 from bertforge.errors import ConfigError, UserError
 from bertforge.models.hf_bert import build_config
+from bertforge.models.metrics import classification_metrics
 from bertforge.registry import classifiers
 
 KEY = "model"
-
-
-def classification_metrics(num_labels: int) -> list[Metric]:
-    """Fresh torchmetrics/Composer metrics for ``num_labels`` classes (1 = regression)."""
-    if num_labels == 1:
-        return [PearsonCorrCoef(), SpearmanCorrCoef()]
-    metrics: list[Metric] = [
-        MulticlassAccuracy(num_classes=num_labels, average="micro"),
-        MatthewsCorrCoef(task="multiclass", num_classes=num_labels),
-    ]
-    if num_labels == 2:
-        metrics.append(BinaryF1Score())
-    return metrics
 
 
 class HFClassifier(HuggingFaceModel):

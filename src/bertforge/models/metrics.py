@@ -1,8 +1,11 @@
-"""MLM metrics shared by every model family (Composer's own torchmetrics classes)."""
+"""Metrics shared by every model family: MLM, and sequence classification/regression (GLUE)."""
 
 from __future__ import annotations
 
 from composer.metrics import LanguageCrossEntropy, LanguagePerplexity, MaskedAccuracy
+from composer.metrics.nlp import BinaryF1Score
+from torchmetrics import MatthewsCorrCoef, Metric, PearsonCorrCoef, SpearmanCorrCoef
+from torchmetrics.classification import MulticlassAccuracy
 
 from bertforge.data.mlm import IGNORE_INDEX
 
@@ -14,3 +17,16 @@ def mlm_metrics() -> list:
         MaskedAccuracy(ignore_index=IGNORE_INDEX),
         LanguagePerplexity(ignore_index=IGNORE_INDEX),
     ]
+
+
+def classification_metrics(num_labels: int) -> list[Metric]:
+    """Fresh torchmetrics/Composer metrics for ``num_labels`` classes (1 = regression)."""
+    if num_labels == 1:
+        return [PearsonCorrCoef(), SpearmanCorrCoef()]
+    metrics: list[Metric] = [
+        MulticlassAccuracy(num_classes=num_labels, average="micro"),
+        MatthewsCorrCoef(task="multiclass", num_classes=num_labels),
+    ]
+    if num_labels == 2:
+        metrics.append(BinaryF1Score())
+    return metrics

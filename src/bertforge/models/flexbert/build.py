@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from transformers import AutoConfig, AutoModelForMaskedLM
 
 from bertforge.config.validate import from_dict
 from bertforge.errors import ConfigError, UserError
+from bertforge.models.classifier import ClassifierComposerModel, SequenceClassifier
 from bertforge.models.common.vocab import check_vocab, padded_vocab_size
 from bertforge.models.composer import MaskedLMComposerModel
 from bertforge.models.convert.bert import (
@@ -24,7 +25,7 @@ from bertforge.models.convert.modernbert import (
 )
 from bertforge.models.flexbert.config import FlexBertConfig
 from bertforge.models.flexbert.model import FlexBertForMaskedLM
-from bertforge.registry import models
+from bertforge.registry import classifiers, models
 
 KEY = "model.model_config"
 
@@ -50,11 +51,7 @@ def _from_pretrained(name: str, overrides: dict) -> FlexBertForMaskedLM:
     return model
 
 
-@models.register("flexbert")
-def build_flexbert_mlm(tokenizer: Any, model_config: dict | None = None,
-                       pretrained_model_name: str | None = None) -> MaskedLMComposerModel:
-    """FlexBERT masked LM. ``model_config`` keys are FlexBertConfig fields; ``pretrained_model_name``
-    converts a transformers ModernBERT or BERT checkpoint (its config, then ``model_config`` on top)."""
+def _mlm_module(tokenizer: Any, model_config: dict | None, pretrained_model_name: str | None) -> FlexBertForMaskedLM:
     overrides = dict(model_config or {})
     if pretrained_model_name:
         from_dict(FlexBertConfig, overrides, KEY)  # check the keys before loading anything
@@ -65,7 +62,26 @@ def build_flexbert_mlm(tokenizer: Any, model_config: dict | None = None,
             cfg.vocab_size = padded_vocab_size(tokenizer, cfg.pad_vocab_to_multiple_of)
         module = FlexBertForMaskedLM(cfg)
     check_vocab(tokenizer, module.config.vocab_size, f"{KEY}.vocab_size")
+    return module
+
+
+@models.register("flexbert")
+def build_flexbert_mlm(tokenizer: Any, model_config: dict | None = None,
+                       pretrained_model_name: str | None = None) -> MaskedLMComposerModel:
+    """FlexBERT masked LM. ``model_config`` keys are FlexBertConfig fields; ``pretrained_model_name``
+    converts a transformers ModernBERT or BERT checkpoint (its config, then ``model_config`` on top)."""
+    module = _mlm_module(tokenizer, model_config, pretrained_model_name)
     return MaskedLMComposerModel(module, tokenizer, exporter=hf_exporter(module.config))
+
+
+@classifiers.register("flexbert")
+def build_flexbert_classifier(tokenizer: Any, num_labels: int, model_config: dict | None = None,
+                              pretrained_model_name: str | None = None, pooling: Literal["cls", "mean"] = "cls",
+                              classifier_dropout: float = 0.0) -> ClassifierComposerModel:
+    """FlexBERT encoder + a new classification (``num_labels == 1``: regression) head, for GLUE."""
+    encoder = _mlm_module(tokenizer, model_config, pretrained_model_name).model
+    head = SequenceClassifier(encoder, encoder.config.hidden_size, num_labels, pooling, classifier_dropout)
+    return ClassifierComposerModel(head, num_labels, tokenizer)
 
 
 def hf_exporter(cfg: FlexBertConfig):

@@ -1,24 +1,39 @@
-"""The ``m2_bert`` registry entry: an M2-BERT masked LM from a ``model_config`` block."""
+"""The ``m2_bert`` registry entries: M2-BERT masked LM and classifier from a ``model_config`` block."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from bertforge.config.validate import from_dict
+from bertforge.models.classifier import ClassifierComposerModel, SequenceClassifier
 from bertforge.models.common.vocab import check_vocab, padded_vocab_size
 from bertforge.models.composer import MaskedLMComposerModel
 from bertforge.models.m2.config import M2BertConfig
 from bertforge.models.m2.model import M2BertForMaskedLM
-from bertforge.registry import models
+from bertforge.registry import classifiers, models
 
 KEY = "model.model_config"
+
+
+def _mlm_module(tokenizer: Any, model_config: dict | None) -> M2BertForMaskedLM:
+    cfg = from_dict(M2BertConfig, dict(model_config or {}), KEY)
+    if cfg.vocab_size is None:
+        cfg.vocab_size = padded_vocab_size(tokenizer, cfg.pad_vocab_to_multiple_of)
+    check_vocab(tokenizer, cfg.vocab_size, f"{KEY}.vocab_size")
+    return M2BertForMaskedLM(cfg)
 
 
 @models.register("m2_bert")
 def build_m2_bert_mlm(tokenizer: Any, model_config: dict | None = None) -> MaskedLMComposerModel:
     """M2-BERT (Monarch Mixer) masked LM. ``model_config`` keys are M2BertConfig fields."""
-    cfg = from_dict(M2BertConfig, dict(model_config or {}), KEY)
-    if cfg.vocab_size is None:
-        cfg.vocab_size = padded_vocab_size(tokenizer, cfg.pad_vocab_to_multiple_of)
-    check_vocab(tokenizer, cfg.vocab_size, f"{KEY}.vocab_size")
-    return MaskedLMComposerModel(M2BertForMaskedLM(cfg), tokenizer, exporter=None)
+    return MaskedLMComposerModel(_mlm_module(tokenizer, model_config), tokenizer, exporter=None)
+
+
+@classifiers.register("m2_bert")
+def build_m2_bert_classifier(tokenizer: Any, num_labels: int, model_config: dict | None = None,
+                             pooling: Literal["cls", "mean"] = "cls",
+                             classifier_dropout: float = 0.0) -> ClassifierComposerModel:
+    """M2-BERT encoder + a new classification (``num_labels == 1``: regression) head, for GLUE."""
+    encoder = _mlm_module(tokenizer, model_config).model
+    head = SequenceClassifier(encoder, encoder.config.hidden_size, num_labels, pooling, classifier_dropout)
+    return ClassifierComposerModel(head, num_labels, tokenizer)
