@@ -71,14 +71,18 @@ def pick_device(cfg: TrainConfig):
     return DeviceGPU() if name == "gpu" else DeviceCPU()
 
 
+def default_precision(on_gpu: bool) -> str:
+    """bf16 autocast on a GPU that supports it, fp32 otherwise."""
+    return "amp_bf16" if on_gpu and torch.cuda.is_bf16_supported() else "fp32"
+
+
 def pick_precision(cfg: TrainConfig, device) -> str:
     """The YAML's precision, else bf16 autocast on a GPU that supports it and fp32 otherwise."""
     if cfg.precision:
         if cfg.precision != "fp32" and isinstance(device, DeviceCPU):
             raise ConfigError("precision", f"{cfg.precision} needs a GPU; use precision=fp32 on CPU")
         return cfg.precision
-    gpu_bf16 = isinstance(device, DeviceGPU) and torch.cuda.is_bf16_supported()
-    return "amp_bf16" if gpu_bf16 else "fp32"
+    return default_precision(isinstance(device, DeviceGPU))
 
 
 def build_tokenizer(cfg: TrainConfig):

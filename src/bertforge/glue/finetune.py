@@ -18,6 +18,7 @@ from bertforge.glue.checkpoint import load_encoder, read_state_dict
 from bertforge.glue.config import GlueConfig, TaskSettings
 from bertforge.glue.data import Examples, TokenizedDataset, make_loader, read_hub, read_tsv, subset, tokenize_cached
 from bertforge.glue.tasks import METRIC_CLASSES, TASKS, TaskSpec
+from bertforge.train import default_precision
 
 
 @dataclass
@@ -95,7 +96,7 @@ def pick_precision(cfg: GlueConfig) -> str:
     """The YAML's precision, else bf16 autocast on a GPU that has it, else fp32."""
     if cfg.precision:
         return cfg.precision
-    return "amp_bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    return default_precision(torch.cuda.is_available())
 
 
 def run_job(cfg: GlueConfig, job: Job) -> dict[str, float]:
