@@ -1,12 +1,17 @@
 # bertforge: `make quickstart` installs everything into .venv and pretrains a tiny BERT on CPU;
-# `make test` runs ruff and the test suite (what CI runs).
+# `make test` runs ruff and the test suite (what CI runs); `make kernel` builds the CUDA kernel.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 SAMPLE_MDS := data/sample-mds
 QUICKSTART_YAML ?= yamls/quickstart/hf-bert-tiny.yaml
+# Compilers for the CUDA kernel's compile checks (no GPU needed): the CUDA 13 nvcc on PyPI compiles
+# csrc/*.cu; the CUDA 12.6 headers matching torch's build let the host compiler check the torch binding.
+CUDA_TOOLCHAIN := .cuda-toolchain
+CUDA_TOOLCHAIN_WHEELS := nvidia-cuda-nvcc==13.0.88 nvidia-nvvm==13.0.88 nvidia-cuda-crt==13.0.88 \
+	nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85 nvidia-cuda-nvcc-cu12==12.6.85
 
-.PHONY: install sample-data quickstart test lint clean
+.PHONY: install sample-data quickstart test lint clean kernel cuda-toolchain
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,10 +32,21 @@ sample-data: $(SAMPLE_MDS)/train/index.json
 quickstart: sample-data
 	$(VENV)/bin/composer -n 1 main.py $(QUICKSTART_YAML) $(ARGS)
 
+# Ahead-of-time build of the fused FFT-convolution kernel (needs an nvcc matching torch's CUDA).
+kernel: $(VENV)/.installed
+	BERTFORGE_BUILD_CUDA=1 $(PY) -m pip install --disable-pip-version-check -q --no-build-isolation --no-deps -e .
+
+$(CUDA_TOOLCHAIN)/.installed: $(VENV)/.installed
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps --target $(CUDA_TOOLCHAIN) \
+		$(CUDA_TOOLCHAIN_WHEELS) && touch $@ \
+		|| echo "[bertforge] CUDA toolchain not installed: the kernel compile tests will skip"
+
+cuda-toolchain: $(CUDA_TOOLCHAIN)/.installed
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
-test: lint
+test: lint cuda-toolchain
 	$(PY) -m pytest -q
 
 clean:

@@ -10,22 +10,22 @@ the FFT backend transforms at a length of at least ``2L``. Backends, one signatu
 
 - ``direct``: float64 O(L^2) loop over lags, the reference for tests;
 - ``torch``: ``torch.fft`` (CPU and GPU), the default where no kernel is built;
-- ``cuda``: a compiled extension (module ``bertforge_fftconv_cuda`` exposing ``fft_conv(u, k, k_rev)``),
-  picked automatically for CUDA tensors when it imports; otherwise the torch backend runs instead
-  and a one-line note is printed once.
+- ``cuda``: the fused kernel in ``csrc/fftconv`` (forward and backward; see ``fftconv_cuda``), picked
+  automatically for CUDA tensors when it is built; where it is not built, cannot load, or cannot take
+  the input (CPU tensors, more than 8192 tokens) the torch backend runs instead with a one-line note.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 import sys
 from collections.abc import Callable
 
 import torch
 
+from bertforge.ops import fftconv_cuda
+
 BACKENDS = ("auto", "direct", "torch", "cuda")
-CUDA_MODULE = "bertforge_fftconv_cuda"
 
 
 def _check(u: torch.Tensor, k: torch.Tensor, k_rev: torch.Tensor | None) -> int:
@@ -73,29 +73,22 @@ def torch_fft_conv(u: torch.Tensor, k: torch.Tensor, k_rev: torch.Tensor | None 
     return y[..., :length].to(u.dtype)
 
 
-@functools.lru_cache(maxsize=1)
-def cuda_extension():
-    """The compiled CUDA module, or None when it is not built or cannot load."""
-    try:
-        return importlib.import_module(CUDA_MODULE)
-    except ImportError:
-        return None
-
-
 @functools.cache
 def _note(message: str) -> None:
     print(f"[bertforge] {message}", file=sys.stderr, flush=True)
 
 
 def cuda_fft_conv(u: torch.Tensor, k: torch.Tensor, k_rev: torch.Tensor | None = None) -> torch.Tensor:
-    """The CUDA kernel when built and ``u`` is on a GPU; otherwise the torch backend (noted once)."""
-    ext = cuda_extension()
-    if ext is None or not u.is_cuda:
-        why = "not built" if ext is None else "given CPU tensors"
-        _note(f"fft_conv: CUDA kernel {why}; using the torch.fft backend")
-        return torch_fft_conv(u, k, k_rev)
+    """The fused CUDA kernel (JIT-compiled if need be); the torch backend, noted once, where it cannot run."""
     _check(u, k, k_rev)
-    return ext.fft_conv(u, k, k_rev)
+    ext, why = None, "CUDA kernel given CPU tensors"
+    if u.is_cuda:
+        ext, how = fftconv_cuda.load_extension(True)
+        why = f"CUDA kernel {how}" if ext is None else fftconv_cuda.kernel_supports(u, k)
+    if why is not None:
+        _note(f"fft_conv: {why}; using the torch.fft backend")
+        return torch_fft_conv(u, k, k_rev)
+    return fftconv_cuda.fused_fft_conv(ext, u, k, k_rev)
 
 
 IMPLEMENTATIONS: dict[str, Callable[..., torch.Tensor]] = {
@@ -106,12 +99,18 @@ IMPLEMENTATIONS: dict[str, Callable[..., torch.Tensor]] = {
 
 
 def resolve(backend: str, device: torch.device) -> str:
-    """The backend ``auto`` stands for on ``device``: cuda when the kernel is built, else torch."""
+    """The backend ``auto`` stands for on ``device``: cuda when the kernel is built (or JIT is on), else torch."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown fft_conv backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend != "auto":
         return backend
-    return "cuda" if device.type == "cuda" and cuda_extension() is not None else "torch"
+    if device.type != "cuda":
+        return "torch"
+    ext, how = fftconv_cuda.load_extension(False)
+    if ext is None:
+        _note(f"fft_conv: CUDA kernel {how}; using the torch.fft backend")
+        return "torch"
+    return "cuda"
 
 
 def fft_conv(u: torch.Tensor, k: torch.Tensor, k_rev: torch.Tensor | None = None,
