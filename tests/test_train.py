@@ -76,18 +76,23 @@ def _final_weights(run_dir: Path) -> dict:
     return ckpt["state"]["model"], int(ckpt["state"]["timestamp"]["Timestamp"]["batch"])
 
 
-def test_sigkill_then_autoresume_matches_uninterrupted(sample_mds, tmp_path):
+@pytest.mark.parametrize("yaml,extra", [
+    (QUICKSTART_YAML, {}),
+    # packed batches carry documents across batches: the checkpoint must hold them (see data/packing.py)
+    (REPO / "yamls/quickstart/flexbert-tiny.yaml", {"train_loader.packing": True}),
+], ids=["hf-bert", "flexbert-packed"])
+def test_sigkill_then_autoresume_matches_uninterrupted(sample_mds, tmp_path, yaml, extra):
     common = dict(max_duration="60ba", save_interval="10ba", eval_interval="20ba", deterministic=True,
-                  save_num_checkpoints_to_keep=-1)
+                  save_num_checkpoints_to_keep=-1, **extra)
     straight = tmp_path / "straight"
-    result = run_main([str(QUICKSTART_YAML), *tiny_overrides(sample_mds, straight, **common)])
+    result = run_main([str(yaml), *tiny_overrides(sample_mds, straight, **common)])
     assert result.returncode == 0, result.stderr[-3000:]
 
     # WordPiece training in `tokenizers` breaks frequency ties in hash order, so two runs that each
     # train a tokenizer can differ; a resumed run reuses its saved one. Share it to compare weights.
     common["tokenizer.name"] = str(straight / "tokenizer")
     killed = tmp_path / "killed"
-    cmd = [sys.executable, str(REPO / "main.py"), str(QUICKSTART_YAML), *tiny_overrides(sample_mds, killed, **common)]
+    cmd = [sys.executable, str(REPO / "main.py"), str(yaml), *tiny_overrides(sample_mds, killed, **common)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first_ckpt = killed / "checkpoints" / "latest-rank0.pt"  # moved only once a checkpoint is complete
     deadline = time.time() + 240
@@ -99,7 +104,7 @@ def test_sigkill_then_autoresume_matches_uninterrupted(sample_mds, tmp_path):
     resumed_from = os.readlink(first_ckpt)
     stamp = (killed / "checkpoints" / resumed_from).stat().st_mtime_ns
 
-    result = run_main([str(QUICKSTART_YAML), *tiny_overrides(sample_mds, killed, **common)])
+    result = run_main([str(yaml), *tiny_overrides(sample_mds, killed, **common)])
     assert result.returncode == 0, result.stderr[-3000:]
     assert (killed / "checkpoints" / resumed_from).stat().st_mtime_ns == stamp, "rerun did not resume"
     want, want_batch = _final_weights(straight)

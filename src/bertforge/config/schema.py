@@ -54,7 +54,11 @@ class LoaderConfig:
     mlm_probability: float = 0.15
     """Fraction of real tokens selected for masking (80% [MASK], 10% random, 10% kept)."""
     packing: bool = False
-    """Pack several documents per row (attention stays inside each; needs a model that unpads, e.g. flexbert)."""
+    """Pack documents into batches of a fixed token budget: each batch is exactly the device batch size in
+    rows of max_seq_len slots, filled with whole documents; attention stays inside each document (needs a
+    model that unpads: flexbert, m2_bert). Batch sizes then count rows; sample counts count documents."""
+    packing_lookahead: int = 8
+    """Documents that may be set aside for a later batch while shorter ones behind them fill the current one."""
     num_workers: int = 0
     """DataLoader worker processes. Bit-exact resume of the masking needs 0."""
     drop_last: bool = True
@@ -67,6 +71,8 @@ class LoaderConfig:
             raise ConfigError("mlm_probability", f"{self.mlm_probability} must be strictly between 0 and 1")
         if self.num_workers < 0:
             raise ConfigError("num_workers", f"{self.num_workers} must be >= 0")
+        if self.packing_lookahead < 0:
+            raise ConfigError("packing_lookahead", f"{self.packing_lookahead} must be >= 0")
 
 
 @dataclass

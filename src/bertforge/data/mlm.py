@@ -79,10 +79,9 @@ class MLMCollator:
         return {"input_ids": corrupted, "attention_mask": attention_mask, "labels": labels}
 
 
-def collator_for_tokenizer(tokenizer, mlm_probability: float, deterministic: bool = False,
-                           pack_to: int | None = None) -> MLMCollator:
-    """An MLM collator for a Hugging Face tokenizer; packing documents into rows of ``pack_to`` when set."""
-    kwargs = dict(
+def collator_for_tokenizer(tokenizer, mlm_probability: float, deterministic: bool = False) -> MLMCollator:
+    """An MLM collator for a Hugging Face tokenizer."""
+    return MLMCollator(
         pad_token_id=tokenizer.pad_token_id,
         mask_token_id=tokenizer.mask_token_id,
         special_token_ids=tokenizer.all_special_ids,
@@ -90,8 +89,3 @@ def collator_for_tokenizer(tokenizer, mlm_probability: float, deterministic: boo
         mlm_probability=mlm_probability,
         deterministic=deterministic,
     )
-    if pack_to is None:
-        return MLMCollator(**kwargs)
-    from bertforge.data.packing import PackingMLMCollator
-
-    return PackingMLMCollator(**kwargs, max_seq_len=pack_to)

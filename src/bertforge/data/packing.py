@@ -1,56 +1,138 @@
-"""Sequence packing: several documents per row, with segment ids so attention stays inside each one.
+"""Sequence packing with a fixed token budget: every batch is ``rows x max_seq_len`` token slots.
 
-A packed batch's ``attention_mask`` holds 0 for padding and 1, 2, ... for the documents of a row;
-models that unpad (FlexBERT) turn each run of equal ids into its own sequence in ``cu_seqlens``.
+Documents are taken from the stream in order and placed first-fit into the batch's rows; one that
+fits nowhere waits in a small carry buffer (up to ``lookahead`` documents) and starts a later batch,
+so short documents behind it can still fill the gaps. A packed batch's ``attention_mask`` holds 0
+for padding and 1, 2, ... for the documents of a row; models that unpad (FlexBERT, M2) turn each
+run of equal ids into its own sequence in ``cu_seqlens``, so attention never crosses documents.
+
+Resumption stays exact: the state saved with a checkpoint is, per rank, how many documents were
+read from the stream and the carried documents themselves (gathered from every rank at save time;
+the stream resumes at the slowest rank and the others skip ahead). This needs the packing to run in
+the main process (``num_workers: 0``); with workers, the stream resumes at the documents emitted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
+from composer.utils import dist
+from torch.utils.data import IterableDataset
 
 from bertforge.data.mlm import MLMCollator
 
 
-def first_fit_decreasing(lengths: Sequence[int], capacity: int) -> list[list[int]]:
-    """Group item indices into bins of at most ``capacity`` tokens, longest items first."""
-    bins: list[list[int]] = []
-    room: list[int] = []
-    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        size = min(lengths[i], capacity)
-        slot = next((b for b, free in enumerate(room) if free >= size), None)
+class RowPacker:
+    """First-fit of documents, in arrival order, into ``rows`` rows of ``capacity`` tokens each."""
+
+    def __init__(self, rows: int, capacity: int) -> None:
+        self.rows: list[list[list[int]]] = [[] for _ in range(rows)]
+        self.room = [capacity] * rows
+        self.documents = 0
+
+    def add(self, doc: list[int]) -> bool:
+        """Place ``doc`` in the first row with room; False when it fits nowhere."""
+        slot = next((r for r, free in enumerate(self.room) if free >= len(doc)), None)
         if slot is None:
-            bins.append([i])
-            room.append(capacity - size)
-        else:
-            bins[slot].append(i)
-            room[slot] -= size
-    return bins
+            return False
+        self.rows[slot].append(doc)
+        self.room[slot] -= len(doc)
+        self.documents += 1
+        return True
+
+    @property
+    def full(self) -> bool:
+        """No token slot left."""
+        return not any(self.room)
 
 
-@dataclass
-class PackingMLMCollator(MLMCollator):
-    """MLM collation over packed rows of ``max_seq_len`` tokens (documents longer than that are cut)."""
+def packed_rows(rows: Sequence[Sequence[Sequence[int]]], width: int, pad_token_id: int):
+    """``(input_ids, segment_ids)`` of shape ``(len(rows), width)`` for rows given as lists of documents."""
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    segments = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        start = 0
+        for segment, doc in enumerate(row, start=1):
+            end = start + len(doc)
+            input_ids[r, start:end] = torch.as_tensor(doc, dtype=torch.long)
+            segments[r, start:end] = segment
+            start = end
+    return input_ids, segments
 
-    max_seq_len: int = 512
 
-    def pad(self, samples: Sequence[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-        docs = [list(s["input_ids"])[: self.max_seq_len] for s in samples]
-        rows = first_fit_decreasing([len(d) for d in docs], self.max_seq_len)
-        width = -(-max(sum(len(docs[i]) for i in row) for row in rows) // self.pad_to_multiple_of)
-        width *= self.pad_to_multiple_of
-        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        segments = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, row in enumerate(rows):
-            start = 0
-            for segment, i in enumerate(row, start=1):
-                end = start + len(docs[i])
-                input_ids[r, start:end] = torch.as_tensor(docs[i], dtype=torch.long)
-                segments[r, start:end] = segment
-                start = end
-        return input_ids, segments
+def collate_packed(collator: MLMCollator, rows: Sequence[Sequence[Sequence[int]]], width: int) -> dict:
+    """An MLM batch of packed rows: corrupted ids, segment-id attention mask, labels."""
+    input_ids, segments = packed_rows(rows, width, collator.pad_token_id)
+    corrupted, labels = collator.mask(input_ids, segments)
+    return {"input_ids": corrupted, "attention_mask": segments, "labels": labels}
+
+
+class TokenBudgetBatches(IterableDataset):
+    """Packed MLM batches of exactly ``rows x max_seq_len`` slots from a stream of ``{'input_ids'}`` documents.
+
+    ``documents`` is a (streaming) dataset yielding one document per item; its ``state_dict`` and
+    ``load_state_dict`` are wrapped so that Composer checkpoints and resumes the packing exactly.
+    """
+
+    def __init__(self, documents, rows: int, max_seq_len: int, collator: MLMCollator, lookahead: int = 8,
+                 drop_last: bool = True, tracks_position: bool = True) -> None:
+        self.documents = documents
+        self.rows, self.max_seq_len, self.collator = rows, max_seq_len, collator
+        self.lookahead, self.drop_last, self.tracks_position = lookahead, drop_last, tracks_position
+        self._position = 0  # documents read from this rank's stream in this epoch
+        self._carry: list[list[int]] = []
+        self._resume: tuple[int, int, list[list[int]]] | None = None  # (stream start, skip, carry)
+
+    def _stream(self, skip: int) -> Iterator[list[int]]:
+        for i, sample in enumerate(self.documents):
+            self._position += 1
+            if i >= skip:
+                yield list(sample["input_ids"])[: self.max_seq_len]
+
+    def __iter__(self) -> Iterator[dict]:
+        start, skip, carry = self._resume or (0, 0, [])
+        self._resume = None
+        self._position, self._carry = start, [list(doc) for doc in carry]
+        stream = self._stream(skip)
+        exhausted = False
+        while not exhausted or self._carry:
+            packer = RowPacker(self.rows, self.max_seq_len)
+            waiting, self._carry = self._carry, []
+            for doc in waiting:
+                if not packer.add(doc):
+                    self._carry.append(doc)
+            while not exhausted and not packer.full and len(self._carry) <= self.lookahead:
+                doc = next(stream, None)
+                if doc is None:
+                    exhausted = True
+                elif not packer.add(doc):
+                    self._carry.append(doc)
+            if packer.documents == 0 or (exhausted and self.drop_last):
+                break  # the stream's tail does not fill a whole batch
+            yield collate_packed(self.collator, packer.rows, self.max_seq_len)
+
+    def state_dict(self, num_samples: int, from_beginning: bool) -> dict[str, Any]:
+        """The stream's state at the slowest rank, plus every rank's documents to skip and carried documents."""
+        if not self.tracks_position:
+            return self.documents.state_dict(num_samples, from_beginning)
+        ranks = dist.all_gather_object((self._position, self._carry)) if dist.get_world_size() > 1 else [
+            (self._position, self._carry)]
+        slowest = min(position for position, _ in ranks)
+        state = self.documents.state_dict(slowest * len(ranks), True)
+        state["packing"] = {"skip": [p - slowest for p, _ in ranks], "carry": [c for _, c in ranks]}
+        return state
+
+    def load_state_dict(self, obj: dict[str, Any]) -> None:
+        """Resume the stream and this rank's packing where the checkpoint left them."""
+        obj = dict(obj)
+        packing = obj.pop("packing", None)
+        self.documents.load_state_dict(obj)
+        rank, world = dist.get_global_rank(), dist.get_world_size()
+        if packing is not None and len(packing["skip"]) == world:
+            base = obj["sample_in_epoch"] // world
+            self._resume = (base, packing["skip"][rank], packing["carry"][rank])
 
 
 def real_token_fraction(batch: dict) -> float:

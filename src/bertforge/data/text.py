@@ -8,6 +8,7 @@ from streaming import StreamingDataset
 from torch.utils.data import DataLoader
 
 from bertforge.data.mlm import collator_for_tokenizer
+from bertforge.data.packing import TokenBudgetBatches
 
 
 class StreamingTextDataset(StreamingDataset):
@@ -36,7 +37,11 @@ class StreamingTextDataset(StreamingDataset):
 
 
 def build_mlm_dataloader(loader_cfg, tokenizer, max_seq_len: int, batch_size: int, seed: int, train: bool):
-    """A torch DataLoader over a :class:`StreamingTextDataset` with MLM collation."""
+    """A torch DataLoader over a :class:`StreamingTextDataset` with MLM collation.
+
+    With ``loader_cfg.packing`` every batch holds exactly ``batch_size`` rows of ``max_seq_len`` token
+    slots filled with whole documents (:class:`~bertforge.data.packing.TokenBudgetBatches`).
+    """
     ds = loader_cfg.dataset
     dataset = StreamingTextDataset(
         tokenizer=tokenizer,
@@ -51,21 +56,25 @@ def build_mlm_dataloader(loader_cfg, tokenizer, max_seq_len: int, batch_size: in
         cache_limit=ds.cache_limit,
         batch_size=batch_size,
     )
-    collate = collator_for_tokenizer(tokenizer, loader_cfg.mlm_probability, deterministic=not train,
-                                     pack_to=max_seq_len if loader_cfg.packing else None)
+    collate = collator_for_tokenizer(tokenizer, loader_cfg.mlm_probability, deterministic=not train)
+    drop_last = loader_cfg.drop_last if train else False
     extra = {}
     if loader_cfg.num_workers > 0:
         extra["prefetch_factor"] = loader_cfg.prefetch_factor
         extra["persistent_workers"] = loader_cfg.persistent_workers
+    if loader_cfg.packing:  # the dataset yields whole batches of batch_size rows x max_seq_len slots
+        source = TokenBudgetBatches(dataset, batch_size, max_seq_len, collate, loader_cfg.packing_lookahead,
+                                    drop_last, tracks_position=loader_cfg.num_workers == 0)
+        extra |= {"batch_size": None}
+    else:
+        source = dataset
+        extra |= {"batch_size": batch_size, "collate_fn": collate, "drop_last": drop_last}
     # The loader's own generator keeps iterator creation from drawing on the global RNG, which holds
     # the masking and dropout stream that Composer checkpoints: resumed runs then replay it exactly.
     return DataLoader(
-        dataset,
+        source,
         generator=torch.Generator().manual_seed(seed),
-        batch_size=batch_size,
-        collate_fn=collate,
         num_workers=loader_cfg.num_workers,
-        drop_last=loader_cfg.drop_last if train else False,
         pin_memory=loader_cfg.pin_memory,
         **extra,
     )
