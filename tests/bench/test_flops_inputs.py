@@ -40,6 +40,29 @@ def test_a_family_can_supply_its_own_flops_per_token():
     assert flops.batch_flops(wrapped, [24, 24], train=False) == 2 * 24 * 1024.0
 
 
+@pytest.mark.parametrize("seq_len,half", [(5, 1), (7, 2), (40, 8), (16, 15), (9, None)])
+def test_mean_keys_per_query_counts_the_sliding_window(seq_len, half):
+    pos = torch.arange(seq_len)
+    seen = (pos[:, None] - pos[None, :]).abs() <= (seq_len if half is None else half)
+    assert flops.mean_keys_per_query(seq_len, half) == pytest.approx(seen.sum().item() / seq_len)
+
+
+def test_flexbert_local_layers_count_only_their_window():
+    from bertforge.models.flexbert.config import FlexBertConfig
+    from bertforge.models.flexbert.model import FlexBertModel
+
+    cfg = FlexBertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                         intermediate_size=48, local_attention_window=16, global_attention_every_n_layers=3)
+    model = FlexBertModel(cfg)
+    nonemb = flops.count_params(model)[1]
+    local = flops.mean_keys_per_query(512, 8)
+    assert local < 17
+    assert flops.flops_per_token(model, 512, train=False) == pytest.approx(2 * nonemb + 4 * 32 * (512 + 2 * local))
+    cfg_global = FlexBertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                                intermediate_size=48, local_attention_window=None)
+    assert flops.flops_per_token(FlexBertModel(cfg_global), 512, False) == 2 * nonemb + 4 * 3 * 32 * 512
+
+
 @pytest.mark.parametrize("name, precision, tf32, tflops", [
     ("NVIDIA H100 80GB HBM3", "amp_bf16", False, 989.4),
     ("NVIDIA H100 PCIe", "amp_bf16", False, 756.0),

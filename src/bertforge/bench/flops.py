@@ -1,8 +1,10 @@
 """Model FLOPs accounting, shared by the benchmark and the ``throughput_mfu`` training callback.
 
 Forward FLOPs per real token = ``2 * N`` (N: parameters outside embedding tables, each used in one
-multiply-add per token) plus the attention term ``4 * layers * hidden * seq_len`` (scores QK^T and
-the weighted sum of V). A train step (forward + backward) is 3x the forward. A family whose compute
+multiply-add per token) plus the attention term ``4 * hidden * keys`` per layer (scores QK^T and the
+weighted sum of V), where ``keys`` is the mean number of keys a query sees: ``seq_len`` for global
+attention, fewer for sliding-window layers (a config that has ``attention_half_windows()``, one
+entry per layer, None for global, e.g. FlexBERT). A train step (forward + backward) is 3x the forward. A family whose compute
 is not attention (e.g. M2's long convolutions) defines ``flops_per_token(seq_len) -> float``
 (forward FLOPs per token) on its model or its config, and that replaces this formula.
 """
@@ -69,11 +71,32 @@ def _shape(config: Any) -> tuple[int, int] | None:
     return (int(layers), int(hidden)) if layers and hidden else None
 
 
+def mean_keys_per_query(seq_len: int, half_window: int | None) -> float:
+    """Mean number of keys a query attends to: all ``seq_len``, or those with ``|i - j| <= half_window``."""
+    if half_window is None or half_window >= seq_len - 1:
+        return float(seq_len)
+    h = half_window
+    # sum over queries i of (min(i, h) + min(seq_len - 1 - i, h) + 1)
+    return (seq_len + 2 * (h * (h + 1) / 2 + h * (seq_len - 1 - h))) / seq_len
+
+
+def attention_flops_per_token(config: Any, seq_len: int) -> float:
+    """The attention term of the forward FLOPs per token (0 when the config does not give the shape)."""
+    shape = _shape(config)
+    if shape is None:
+        return 0.0
+    layers, hidden = shape
+    windows = getattr(config, "attention_half_windows", None)
+    if callable(windows):
+        return float(4 * hidden * sum(mean_keys_per_query(seq_len, w) for w in windows()))
+    return float(4 * layers * hidden * seq_len)
+
+
 def forward_flops_per_token(model: Any, seq_len: int, n_params_nonembedding: int | None = None) -> float:
     """Forward FLOPs per real token of ``model`` at ``seq_len``.
 
     Uses ``flops_per_token(seq_len)`` from the model (ComposerModel, its inner module, or its config)
-    when one exists; else ``2 * N_nonembedding + 4 * layers * hidden * seq_len``.
+    when one exists; else ``2 * N_nonembedding`` plus the attention term (see the module docstring).
     """
     for owner in (peel(model), unwrap(model), _config_of(model)):
         hook = getattr(owner, "flops_per_token", None)
@@ -81,9 +104,7 @@ def forward_flops_per_token(model: Any, seq_len: int, n_params_nonembedding: int
             return float(hook(seq_len))
     if n_params_nonembedding is None:
         n_params_nonembedding = count_params(unwrap(model))[1]
-    shape = _shape(_config_of(model))
-    attention = 4 * shape[0] * shape[1] * seq_len if shape else 0
-    return float(2 * n_params_nonembedding + attention)
+    return float(2 * n_params_nonembedding + attention_flops_per_token(_config_of(model), seq_len))
 
 
 def flops_per_token(model: Any, seq_len: int, train: bool, n_params_nonembedding: int | None = None) -> float:

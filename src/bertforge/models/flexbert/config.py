@@ -91,6 +91,11 @@ class FlexBertConfig:
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
 
+    def attention_half_windows(self) -> list[int | None]:
+        """Per layer: how far a token sees to each side (None: global). Used for FLOPs accounting."""
+        return [None if self.is_global_layer(i) else self.local_attention_window // 2
+                for i in range(self.num_hidden_layers)]
+
     def is_global_layer(self, layer: int) -> bool:
         """Whether ``layer`` attends globally (vs. the sliding window)."""
         return self.local_attention_window is None or layer % self.global_attention_every_n_layers == 0
