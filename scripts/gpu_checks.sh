@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Every GPU check in one go, for a machine with an NVIDIA GPU and torch + nvcc installed (no other
+# package needed: the kernel tests import only torch and bertforge). JIT-builds the fused FFT-conv
+# kernel, runs the tests marked `gpu`, and takes the kernel-vs-torch.fft benchmark.
+#   bash scripts/gpu_checks.sh [output folder, default bench/gpu]
+set -o pipefail
+out=${1:-${OUT:-bench/gpu}}
+mkdir -p "$out"
+export PYTHONPATH=$PWD/src:$PWD PYTHONUNBUFFERED=1 BERTFORGE_JIT_KERNELS=1
+py=${PYTHON:-python3}
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  $py -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } 2>&1 | tee "$out/gpu.txt"
+$py -c "
+import time
+from bertforge.ops import fftconv_cuda
+start = time.time()
+module, how = fftconv_cuda.load_extension(True)
+print('fused fft_conv kernel:', how, f'({time.time() - start:.0f} s)')
+" 2>&1 | tee "$out/kernel_build.txt"
+$py -m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors tests 2>&1 | tee "$out/gpu_tests.txt"
+$py benchmarks/fftconv_gpu.py --seq-lens 512,1024,2048,4096,8192 --batch 16 --channels 768 \
+    --dtypes fp32,bf16 --out "$out" 2>&1 | tee "$out/fftconv_bench.txt"
