@@ -26,6 +26,11 @@ __device__ __forceinline__ float2 cconj(float2 a) { return make_float2(a.x, -a.y
 __device__ __forceinline__ float2 cadd(float2 a, float2 b) { return make_float2(a.x + b.x, a.y + b.y); }
 __device__ __forceinline__ float2 csub(float2 a, float2 b) { return make_float2(a.x - b.x, a.y - b.y); }
 
+// Shared-memory slot of transform element i: one spare slot after every 16 elements, so the first
+// Stockham pass (stride-16 stores) and every other access pattern hit distinct banks.
+__host__ __device__ constexpr int slot(int i) { return i + (i >> 4); }
+__host__ __device__ constexpr int padded_size(int n) { return n + (n >> 4); }
+
 __device__ __forceinline__ float load_float(const float* p) { return *p; }
 __device__ __forceinline__ float load_float(const __nv_bfloat16* p) { return __bfloat162float(*p); }
 __device__ __forceinline__ float load_float(const __half* p) { return __half2float(*p); }
@@ -105,7 +110,7 @@ __device__ __forceinline__ void stockham_pass(float2* buf, int ns) {
     const int j = threadIdx.x + b * THREADS;
     if (j < kButterflies) {
 #pragma unroll
-      for (int r = 0; r < R; ++r) v[b][r] = buf[j + r * kButterflies];
+      for (int r = 0; r < R; ++r) v[b][r] = buf[slot(j + r * kButterflies)];
     }
   }
   __syncthreads();
@@ -129,7 +134,7 @@ __device__ __forceinline__ void stockham_pass(float2* buf, int ns) {
       register_dft<R, INVERSE>(v[b]);
       const int dst = (j - k) * R + k;
 #pragma unroll
-      for (int r = 0; r < R; ++r) buf[dst + r * ns] = v[b][r];
+      for (int r = 0; r < R; ++r) buf[slot(dst + r * ns)] = v[b][r];
     }
   }
   __syncthreads();
@@ -168,18 +173,20 @@ __global__ void __launch_bounds__(threads_for(LOG_N))
   for (int t = threadIdx.x; t < N; t += THREADS) {
     const float re = t < length ? load_float(u + offset_a + t) : 0.0f;
     const float im = (has_b && t < length) ? load_float(u + offset_b + t) : 0.0f;
-    buf[t] = make_float2(re, im);
+    buf[slot(t)] = make_float2(re, im);
   }
   __syncthreads();
   shared_fft<LOG_N, THREADS, false>(buf);
   const float2* filter = kf + static_cast<size_t>(channel) * (N / 2 + 1);
-  for (int t = threadIdx.x; t < N; t += THREADS) buf[t] = cmul(buf[t], full_spectrum<N>(filter, t));
+  for (int t = threadIdx.x; t < N; t += THREADS) {
+    buf[slot(t)] = cmul(buf[slot(t)], full_spectrum<N>(filter, t));
+  }
   __syncthreads();
   shared_fft<LOG_N, THREADS, true>(buf);
   const float scale = 1.0f / N;
   for (int t = threadIdx.x; t < length; t += THREADS) {
-    store_float(y + offset_a + t, buf[t].x * scale);
-    if (has_b) store_float(y + offset_b + t, buf[t].y * scale);
+    store_float(y + offset_a + t, buf[slot(t)].x * scale);
+    if (has_b) store_float(y + offset_b + t, buf[slot(t)].y * scale);
   }
 }
 
@@ -192,7 +199,7 @@ __global__ void __launch_bounds__(threads_for(LOG_N))
   constexpr int THREADS = threads_for(LOG_N);
   extern __shared__ float2 smem[];
   float2* buf = smem;
-  float2* grad = smem + N;  // N / 2 + 1 accumulators, each owned by one thread throughout
+  float2* grad = smem + padded_size(N);  // N / 2 + 1 accumulators, each owned by one thread throughout
   const int channel = blockIdx.x;
   const int chunk = blockIdx.y;
   const float2* filter = kf + static_cast<size_t>(channel) * (N / 2 + 1);
@@ -201,7 +208,7 @@ __global__ void __launch_bounds__(threads_for(LOG_N))
   for (int row = chunk; row < rows; row += chunks) {
     const size_t offset = (static_cast<size_t>(row) * channels + channel) * length;
     for (int t = threadIdx.x; t < N; t += THREADS) {
-      buf[t] = t < length ? make_float2(load_float(dy + offset + t), load_float(u + offset + t))
+      buf[slot(t)] = t < length ? make_float2(load_float(dy + offset + t), load_float(u + offset + t))
                           : make_float2(0.0f, 0.0f);
     }
     __syncthreads();
@@ -209,17 +216,17 @@ __global__ void __launch_bounds__(threads_for(LOG_N))
     // Split Z = DY + i U using the symmetry of real signals; t and N - t are handled by the same thread.
     for (int t = threadIdx.x; t <= N / 2; t += THREADS) {
       const int s = (N - t) & (N - 1);
-      const float2 zt = buf[t], zs = buf[s];
+      const float2 zt = buf[slot(t)], zs = buf[slot(s)];
       const float2 dy_hat = make_float2(0.5f * (zt.x + zs.x), 0.5f * (zt.y - zs.y));
       const float2 u_hat = make_float2(0.5f * (zt.y + zs.y), -0.5f * (zt.x - zs.x));
       const float2 du_hat = cmul(dy_hat, cconj(filter[t]));
       grad[t] = cadd(grad[t], cmul(dy_hat, cconj(u_hat)));
-      buf[t] = du_hat;
-      buf[s] = cconj(du_hat);
+      buf[slot(t)] = du_hat;
+      buf[slot(s)] = cconj(du_hat);
     }
     __syncthreads();
     shared_fft<LOG_N, THREADS, true>(buf);
-    for (int t = threadIdx.x; t < length; t += THREADS) store_float(du + offset + t, buf[t].x * scale);
+    for (int t = threadIdx.x; t < length; t += THREADS) store_float(du + offset + t, buf[slot(t)].x * scale);
     __syncthreads();
   }
   float2* out = kf_grad_partial + (static_cast<size_t>(chunk) * channels + channel) * (N / 2 + 1);
@@ -231,7 +238,7 @@ template <typename T, int LOG_N>
 struct Forward {
   static const char* run(const void* u, const void* kf, void* y, int rows, int channels, int length,
                          cudaStream_t stream) {
-    const int shared = static_cast<int>(sizeof(float2) << LOG_N);
+    const int shared = static_cast<int>(sizeof(float2) * padded_size(1 << LOG_N));
     auto kernel = fftconv_forward_kernel<T, LOG_N>;
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
     if (err != cudaSuccess) return cudaGetErrorString(err);
@@ -247,7 +254,7 @@ template <typename T, int LOG_N>
 struct Backward {
   static const char* run(const void* dy, const void* u, const void* kf, void* du, void* kf_grad_partial, int rows,
                          int channels, int length, int chunks, cudaStream_t stream) {
-    const int shared = static_cast<int>(sizeof(float2) * ((1 << LOG_N) + (1 << (LOG_N - 1)) + 1));
+    const int shared = static_cast<int>(sizeof(float2) * (padded_size(1 << LOG_N) + (1 << (LOG_N - 1)) + 1));
     auto kernel = fftconv_backward_kernel<T, LOG_N>;
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
     if (err != cudaSuccess) return cudaGetErrorString(err);

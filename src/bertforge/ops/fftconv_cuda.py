@@ -143,7 +143,7 @@ def kernel_supports(u: torch.Tensor, k: torch.Tensor) -> str | None:
         return "filters must be (C, L)"
     if u.is_cuda:
         n = 1 << transform_log_n(u.shape[-1])
-        needed = 8 * (n + n // 2 + 1)  # the backward kernel's shared memory, the larger of the two
+        needed = 8 * (n + n // 16 + n // 2 + 1)  # the backward kernel's shared memory (csrc/fftconv), the larger
         limit = getattr(torch.cuda.get_device_properties(u.device), "shared_memory_per_block_optin", None)
         if limit is not None and needed > limit:
             return (f"length {u.shape[-1]} needs {needed // 1024} KiB of shared memory per block, "
