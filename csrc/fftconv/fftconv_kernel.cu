@@ -233,7 +233,9 @@ __global__ void __launch_bounds__(threads_for(LOG_N))
   for (int t = threadIdx.x; t <= N / 2; t += THREADS) out[t] = grad[t];
 }
 
-// Host side: one launcher per (dtype, size), picked from tables at run time.
+// Host side: one launcher per (dtype, size), picked from tables at run time. A CPU emulation of the
+// kernels (tests/ops/cuda_emulation) compiles this file with BERTFORGE_CUDA_EMULATION and its own launcher.
+#ifndef BERTFORGE_CUDA_EMULATION
 template <typename T, int LOG_N>
 struct Forward {
   static const char* run(const void* u, const void* kf, void* y, int rows, int channels, int length,
@@ -316,3 +318,7 @@ const char* launch_backward(DType dtype, const void* dy, const void* u, const vo
 }
 
 }  // namespace bertforge_fftconv
+#else
+}  // namespace
+}  // namespace bertforge_fftconv
+#endif  // BERTFORGE_CUDA_EMULATION
