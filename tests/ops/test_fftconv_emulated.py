@@ -82,7 +82,8 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
 @pytest.mark.parametrize("length,rev,chunks", [(1, True, None), (5, True, None), (32, False, None),
-                                               (100, True, 2), (1000, True, None), (2048, True, 3)])
+                                               (100, True, 2), (1000, True, None), (2048, True, 3),
+                                               (3001, True, None), (8192, True, 2)])
 def test_emulated_kernels_match_float64_fft(emulator, length, rev, chunks, dtype, tol):
     g = torch.Generator().manual_seed(length)
     u = torch.randn(3, 2, length, generator=g).to(dtype)  # 3 rows: the forward pairs rows, one left alone

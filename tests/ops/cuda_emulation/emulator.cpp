@@ -21,8 +21,8 @@ std::barrier<>* emulated_block_barrier = nullptr;
 namespace bertforge_fftconv {
 namespace {
 // The kernels' `extern __shared__` arrays; blocks run one at a time, so one copy of each suffices.
-float2 buf[padded_size(1 << 12)];
-float2 smem[padded_size(1 << 12) + (1 << 11) + 1];
+float2 buf[padded_size(1 << kMaxLogN)];
+float2 smem[padded_size(1 << kMaxLogN) + (1 << (kMaxLogN - 1)) + 1];
 }  // namespace
 }  // namespace bertforge_fftconv
 
@@ -122,7 +122,9 @@ void dispatch(int log_n, bool backward, int rows, int channels, int length, int 
     case 10: return run<T, 10>(backward, rows, channels, length, chunks, dir);
     case 11: return run<T, 11>(backward, rows, channels, length, chunks, dir);
     case 12: return run<T, 12>(backward, rows, channels, length, chunks, dir);
-    default: std::fprintf(stderr, "log_n %d not emulated (6..12)\n", log_n); std::exit(2);
+    case 13: return run<T, 13>(backward, rows, channels, length, chunks, dir);
+    case 14: return run<T, 14>(backward, rows, channels, length, chunks, dir);
+    default: std::fprintf(stderr, "log_n %d out of range (6..14)\n", log_n); std::exit(2);
   }
 }
 
