@@ -122,9 +122,10 @@ def trainer_side(folder: str, task: str, seed: int, args: argparse.Namespace) ->
 
 
 def table(glue: dict, hf: dict, tasks: list[str], seeds: list[int]) -> str:
-    """Markdown: per task, each side's mean task score over seeds and the difference."""
+    """Markdown: per task (that has run), each side's mean task score over seeds and the difference."""
     lines = ["| task | seeds | glue.py (Composer) | transformers Trainer | difference |", "|---|---|---|---|---|"]
-    for task in tasks:
+    ran = {t for t, _ in glue} | {t for t, _ in hf}
+    for task in (t for t in tasks if t in ran):
         a = [glue[(task, s)] for s in seeds if (task, s) in glue]
         b = [hf[(task, s)] for s in seeds if (task, s) in hf]
         if not a or not b:
