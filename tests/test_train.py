@@ -79,7 +79,7 @@ def _final_weights(run_dir: Path) -> dict:
 @pytest.mark.parametrize("yaml,extra", [
     (QUICKSTART_YAML, {}),
     # packed batches carry documents across batches: the checkpoint must hold them (see data/packing.py)
-    (REPO / "yamls/quickstart/flexbert-tiny.yaml", {"train_loader.packing": True}),
+    (REPO / "yamls/quickstart/flexbert-tiny.yaml", {"train_loader.packing": True, "eval_loader.packing": True}),
 ], ids=["hf-bert", "flexbert-packed"])
 def test_sigkill_then_autoresume_matches_uninterrupted(sample_mds, tmp_path, yaml, extra):
     common = dict(max_duration="60ba", save_interval="10ba", eval_interval="20ba", deterministic=True,

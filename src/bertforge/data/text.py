@@ -62,19 +62,23 @@ def build_mlm_dataloader(loader_cfg, tokenizer, max_seq_len: int, batch_size: in
     if loader_cfg.num_workers > 0:
         extra["prefetch_factor"] = loader_cfg.prefetch_factor
         extra["persistent_workers"] = loader_cfg.persistent_workers
-    if loader_cfg.packing:  # the dataset yields whole batches of batch_size rows x max_seq_len slots
-        source = TokenBudgetBatches(dataset, batch_size, max_seq_len, collate, loader_cfg.packing_lookahead,
-                                    drop_last, tracks_position=loader_cfg.num_workers == 0)
-        extra |= {"batch_size": None}
-    else:
-        source = dataset
-        extra |= {"batch_size": batch_size, "collate_fn": collate, "drop_last": drop_last}
     # The loader's own generator keeps iterator creation from drawing on the global RNG, which holds
     # the masking and dropout stream that Composer checkpoints: resumed runs then replay it exactly.
-    return DataLoader(
-        source,
-        generator=torch.Generator().manual_seed(seed),
-        num_workers=loader_cfg.num_workers,
-        pin_memory=loader_cfg.pin_memory,
-        **extra,
-    )
+    extra |= {"generator": torch.Generator().manual_seed(seed), "num_workers": loader_cfg.num_workers,
+              "pin_memory": loader_cfg.pin_memory}
+    if loader_cfg.packing:  # the dataset yields whole batches of batch_size rows x max_seq_len slots
+        batches = TokenBudgetBatches(dataset, batch_size, max_seq_len, collate, loader_cfg.packing_lookahead,
+                                     drop_last, tracks_position=loader_cfg.num_workers == 0)
+        return PackedBatchLoader(batches, **extra)
+    return DataLoader(dataset, batch_size=batch_size, collate_fn=collate, drop_last=drop_last, **extra)
+
+
+class PackedBatchLoader(DataLoader):
+    """A DataLoader over already-packed batches that reports their row count as ``batch_size``.
+
+    Composer reads ``batch_size`` to start (auto) microbatching in training and evaluation.
+    """
+
+    def __init__(self, batches: TokenBudgetBatches, **kwargs) -> None:
+        super().__init__(batches, batch_size=None, **kwargs)
+        object.__setattr__(self, "batch_size", batches.rows)  # DataLoader refuses the attribute after init
