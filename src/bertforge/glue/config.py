@@ -25,6 +25,9 @@ class TaskSettings:
     warmup: str | None = None
     """Scheduler warmup as a Composer time, e.g. '0.06dur' (the scheduler's ``t_warmup``)."""
     max_seq_len: int | None = None
+    grad_clip_norm: float | None = None
+    """Clip the global gradient norm to this value (0: no clipping); 1.0 by default, as BERT and
+    transformers' Trainer do."""
     pooling: str | None = None
     """Passed to the classifier builder as ``pooling`` (hf_bert: 'cls')."""
     num_seeds: int | None = None
@@ -48,11 +51,13 @@ class TaskSettings:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(name, f"{value} must be >= 1")
+        if self.grad_clip_norm is not None and self.grad_clip_norm < 0:
+            raise ConfigError("grad_clip_norm", f"{self.grad_clip_norm} must be >= 0 (0: no clipping)")
 
 
 def _base_defaults() -> TaskSettings:
     return TaskSettings(epochs=3, batch_size=32, lr=5.0e-5, weight_decay=5.0e-6, warmup="0.06dur",
-                        max_seq_len=128, pooling="cls", from_mnli=False, eval_batch_size=64)
+                        max_seq_len=128, grad_clip_norm=1.0, pooling="cls", from_mnli=False, eval_batch_size=64)
 
 
 TASK_DEFAULTS: dict[str, dict] = {

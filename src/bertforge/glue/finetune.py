@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 from composer import Trainer
+from composer.algorithms import GradientClipping
 from composer.core import Evaluator
 from composer.utils import reproducibility
 from transformers import AutoTokenizer
@@ -111,10 +112,12 @@ def run_job(cfg: GlueConfig, job: Job) -> dict[str, float]:
     scheduler = registry.schedulers.build({**cfg.scheduler, "t_warmup": s.warmup}, "scheduler")
     # in batches, not epochs: Composer rounds a 'dur' warmup to whole units of max_duration
     max_duration = f"{s.epochs * len(train_loader)}ba"
+    clip = [GradientClipping(clipping_type="norm", clipping_threshold=s.grad_clip_norm)] if s.grad_clip_norm else []
     trainer = Trainer(
         model=model, train_dataloader=train_loader, max_duration=max_duration, optimizers=optimizer,
-        schedulers=scheduler, device="gpu" if torch.cuda.is_available() else "cpu", precision=pick_precision(cfg),
-        seed=job.seed, progress_bar=False, log_to_console=False, run_name=f"glue-{job.task}-{job.seed}",
+        schedulers=scheduler, algorithms=clip, device="gpu" if torch.cuda.is_available() else "cpu",
+        precision=pick_precision(cfg), seed=job.seed, progress_bar=False, log_to_console=False,
+        run_name=f"glue-{job.task}-{job.seed}",
     )
     with warnings.catch_warnings():  # tiny subsets: a 0-batch warmup and a last batch below the microbatch size
         warnings.filterwarnings("ignore", message=r"(?s).*(warmup duration is 0|Cannot split tensor)")
