@@ -152,15 +152,17 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=HPARAMS["lr"])
     parser.add_argument("--out", default="runs/glue-vs-trainer")
     parser.add_argument("--gpu", action="store_true", help="let the Trainer use a GPU")
+    parser.add_argument("--sides", default="glue,trainer", help="run only one side (e.g. two processes in parallel)")
     args = parser.parse_args()
     HPARAMS.update(epochs=args.epochs, max_seq_len=args.max_seq_len, lr=args.lr)
     folder = model_folder()
     glue, hf, seconds = {}, {}, {"glue": 0.0, "trainer": 0.0}
     for task in args.tasks:  # task by task, so a cut-short run still compares whole tasks
         start = time.time()
-        glue.update(glue_side(folder, task, args))
+        if "glue" in args.sides:
+            glue.update(glue_side(folder, task, args))
         seconds["glue"] += time.time() - start
-        for seed in args.seeds:
+        for seed in args.seeds if "trainer" in args.sides else []:
             start = time.time()
             hf[(task, seed)] = trainer_side(folder, task, seed, args)
             seconds["trainer"] += time.time() - start
