@@ -56,6 +56,20 @@ def fft_size(length: int) -> int:
     return 1 << max(1, (2 * length - 1).bit_length())
 
 
+def two_sided_kernel(k: torch.Tensor, k_rev: torch.Tensor | None, length: int, n: int,
+                     dtype: torch.dtype) -> torch.Tensor:
+    """The circular kernel of both directions for a transform of size ``n >= 2 * length - 1``.
+
+    ``(C, L)`` lags ``0 .. L-1`` of ``k``, and when ``k_rev`` is given the reverse lags at the end
+    (circular lag ``n - d`` is lag ``-d``), making it ``(C, n)``; differentiable.
+    """
+    kernel = k[..., :length].to(dtype)
+    if k_rev is None or length == 1:
+        return kernel
+    gap = kernel.new_zeros(*kernel.shape[:-1], n - 2 * length + 1)
+    return torch.cat([kernel, gap, k_rev[..., : length - 1].to(dtype).flip(-1)], dim=-1)
+
+
 def torch_fft_conv(u: torch.Tensor, k: torch.Tensor, k_rev: torch.Tensor | None = None) -> torch.Tensor:
     """``torch.fft`` backend: one real FFT of the input and of a combined two-sided kernel.
 
@@ -65,17 +79,15 @@ def torch_fft_conv(u: torch.Tensor, k: torch.Tensor, k_rev: torch.Tensor | None 
     length = _check(u, k, k_rev)
     n = fft_size(length)
     compute = u.dtype if u.dtype in (torch.float32, torch.float64) else torch.float32
-    kernel = k[..., :length].to(compute)  # (C, L)
-    if k_rev is not None and length > 1:
-        gap = kernel.new_zeros(*kernel.shape[:-1], n - 2 * length + 1)
-        kernel = torch.cat([kernel, gap, k_rev[..., : length - 1].to(compute).flip(-1)], dim=-1)  # (C, n)
+    kernel = two_sided_kernel(k, k_rev, length, n, compute)
     y = torch.fft.irfft(torch.fft.rfft(u.to(compute), n=n) * torch.fft.rfft(kernel, n=n), n=n)
     return y[..., :length].to(u.dtype)
 
 
 @functools.cache
-def _note(message: str) -> None:
-    print(f"[bertforge] {message}", file=sys.stderr, flush=True)
+def _note(why: str) -> None:
+    """Say once per reason that the torch backend runs instead of the CUDA kernel."""
+    print(f"[bertforge] fft_conv: {why}; using the torch.fft backend", file=sys.stderr, flush=True)
 
 
 def cuda_fft_conv(u: torch.Tensor, k: torch.Tensor, k_rev: torch.Tensor | None = None) -> torch.Tensor:
@@ -86,7 +98,7 @@ def cuda_fft_conv(u: torch.Tensor, k: torch.Tensor, k_rev: torch.Tensor | None =
         ext, how = fftconv_cuda.load_extension(True)
         why = f"CUDA kernel {how}" if ext is None else fftconv_cuda.kernel_supports(u, k)
     if why is not None:
-        _note(f"fft_conv: {why}; using the torch.fft backend")
+        _note(why)
         return torch_fft_conv(u, k, k_rev)
     return fftconv_cuda.fused_fft_conv(ext, u, k, k_rev)
 
@@ -108,7 +120,7 @@ def resolve(backend: str, device: torch.device) -> str:
         return "torch"
     ext, how = fftconv_cuda.load_extension(False)
     if ext is None:
-        _note(f"fft_conv: CUDA kernel {how}; using the torch.fft backend")
+        _note(f"CUDA kernel {how}")
         return "torch"
     return "cuda"
 

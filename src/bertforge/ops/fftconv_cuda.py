@@ -22,6 +22,8 @@ from types import ModuleType
 
 import torch
 
+from bertforge.ops import fftconv  # two_sided_kernel, looked up at call time (fftconv imports this module)
+
 MODULE = "bertforge_fftconv_cuda"
 MIN_LOG_N, MAX_LOG_N = 6, 14
 MAX_LENGTH = 1 << (MAX_LOG_N - 1)
@@ -79,11 +81,7 @@ def load_extension(allow_jit: bool) -> tuple[ModuleType | None, str]:
 def filter_half_spectrum(k: torch.Tensor, k_rev: torch.Tensor | None, length: int, log_n: int) -> torch.Tensor:
     """complex64 ``(C, n/2 + 1)``: rfft of the two-sided circular kernel (reverse lags at the end)."""
     n = 1 << log_n
-    h = k.new_zeros(k.shape[0], n, dtype=torch.float32)
-    h[:, :length] = k[:, :length]
-    if k_rev is not None and length > 1:
-        h[:, n - length + 1 :] = k_rev[:, : length - 1].flip(-1)
-    return torch.fft.rfft(h, n=n)
+    return torch.fft.rfft(fftconv.two_sided_kernel(k, k_rev, length, n, torch.float32), n=n)
 
 
 def backward_chunks(rows: int, channels: int, device: torch.device) -> int:
