@@ -113,7 +113,8 @@ def _kernel():
     return ext
 
 
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b|| / ||b|| in float64 (the kernel tests' error measure)."""
     return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30))
 
 
@@ -130,10 +131,11 @@ def test_kernel_matches_torch_fft(length, dtype, tol, rev):
     ref = [t.clone().requires_grad_() for t in (u, k) + ((k_rev,) if rev else ())]
     y = fftconv_cuda.fused_fft_conv(ext, ours[0], ours[1], ours[2] if rev else None)
     y_ref = torch_fft_conv(ref[0], ref[1], ref[2] if rev else None)
-    assert y.dtype == dtype and _rel(y, y_ref) < tol
+    assert y.dtype == dtype and relative_error(y, y_ref) < tol
     dy = torch.randn_like(y_ref)
     for name, a, b in zip(("u", "k", "k_rev"), torch.autograd.grad(y, ours, dy), torch.autograd.grad(y_ref, ref, dy)):
-        assert a.dtype == b.dtype and _rel(a, b) < tol, f"grad {name}: relative error {_rel(a, b):.2e}"
+        error = relative_error(a, b)
+        assert a.dtype == b.dtype and error < tol, f"grad {name}: relative error {error:.2e}"
 
 
 @gpu
@@ -142,7 +144,7 @@ def test_auto_backend_uses_kernel_and_falls_back_past_8192(capsys):
     _kernel()
     u, k, k_rev = _inputs(2, 8, 300, dtype=torch.float32, device="cuda")
     assert fftconv.resolve("auto", u.device) == "cuda"
-    assert _rel(fft_conv(u, k, k_rev), torch_fft_conv(u, k, k_rev)) < 1e-5
+    assert relative_error(fft_conv(u, k, k_rev), torch_fft_conv(u, k, k_rev)) < 1e-5
     fftconv._note.cache_clear()
     long_u = torch.randn(1, 2, fftconv_cuda.MAX_LENGTH + 8, device="cuda")
     long_k = torch.randn(2, long_u.shape[-1], device="cuda")
@@ -171,4 +173,4 @@ def test_m2_train_step_same_with_kernel_and_torch_fft():
     (loss_t, g_t), (loss_c, g_c) = grads["torch"], grads["cuda"]
     assert abs(float(loss_t - loss_c)) < 1e-4
     for name in g_t:
-        assert _rel(g_c[name], g_t[name]) < 1e-4, name
+        assert relative_error(g_c[name], g_t[name]) < 1e-4, name

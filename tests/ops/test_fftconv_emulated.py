@@ -19,6 +19,7 @@ import torch
 
 from bertforge.ops import fftconv_cuda
 from bertforge.ops.fftconv import torch_fft_conv
+from tests.ops.test_fftconv_cuda import relative_error
 
 HERE = Path(__file__).resolve().parent
 KERNEL_DIR = Path(fftconv_cuda.sources()[1]).parent
@@ -76,10 +77,6 @@ class EmulatedExtension:
         return du, torch.view_as_complex(torch.from_numpy(raw.copy()))
 
 
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30))
-
-
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
 @pytest.mark.parametrize("length,rev,chunks", [(1, True, None), (5, True, None), (32, False, None),
                                                (100, True, 2), (1000, True, None), (2048, True, 3),
@@ -93,7 +90,7 @@ def test_emulated_kernels_match_float64_fft(emulator, length, rev, chunks, dtype
     y = fftconv_cuda.fused_fft_conv(EmulatedExtension(emulator, chunks), *leaves, *([] if rev else [None]))
     ref_leaves = [t.detach().double().requires_grad_() for t in leaves]
     y_ref = torch_fft_conv(*ref_leaves, *([] if rev else [None]))
-    assert y.dtype == dtype and _rel(y, y_ref) < tol
+    assert y.dtype == dtype and relative_error(y, y_ref) < tol
     dy = torch.randn(y.shape, generator=g)
     got = torch.autograd.grad(y, leaves, dy.to(dtype))
     ref = torch.autograd.grad(y_ref, ref_leaves, dy.to(dtype).double(), allow_unused=True)
@@ -102,4 +99,4 @@ def test_emulated_kernels_match_float64_fft(emulator, length, rev, chunks, dtype
         if b is None:  # L = 1: the reverse filter has no tap in range
             assert torch.all(a == 0)
         else:
-            assert _rel(a, b) < tol, f"grad {name}: relative error {_rel(a, b):.2e}"
+            assert relative_error(a, b) < tol, f"grad {name}: relative error {relative_error(a, b):.2e}"

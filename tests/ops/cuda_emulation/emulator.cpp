@@ -8,7 +8,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
-#include <type_traits>
 #include <thread>
 #include <vector>
 
@@ -64,23 +63,18 @@ void write_floats(const std::string& path, const std::vector<float>& data) {
   std::fclose(f);
 }
 
+// Element conversions are the kernel's own load_float / store_float.
 template <typename T>
 std::vector<T> to_type(const std::vector<float>& x) {
   std::vector<T> out(x.size());
-  for (size_t i = 0; i < x.size(); ++i) {
-    if constexpr (std::is_same_v<T, float>) out[i] = x[i];
-    else out[i] = __float2bfloat16(x[i]);
-  }
+  for (size_t i = 0; i < x.size(); ++i) bertforge_fftconv::store_float(&out[i], x[i]);
   return out;
 }
 
 template <typename T>
 std::vector<float> to_float(const std::vector<T>& x) {
   std::vector<float> out(x.size());
-  for (size_t i = 0; i < x.size(); ++i) {
-    if constexpr (std::is_same_v<T, float>) out[i] = x[i];
-    else out[i] = __bfloat162float(x[i]);
-  }
+  for (size_t i = 0; i < x.size(); ++i) out[i] = bertforge_fftconv::load_float(&x[i]);
   return out;
 }
 
