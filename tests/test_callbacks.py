@@ -48,3 +48,45 @@ def test_hf_export_of_a_model_without_hf_format_fails_before_training(sample_mds
     cfg = load_config(REPO / "yamls" / "quickstart" / "flexbert-tiny.yaml", overrides)
     with pytest.raises(ConfigError, match=r"callbacks\[2\]: hf_export: .* no Hugging Face equivalent"):
         build_trainer(cfg)
+
+
+def _lrs_per_batch(callbacks: list) -> list[float]:
+    """Learning rate each of 10 batches trained with (warmup 2 batches, then linear decay to 0)."""
+    from composer import Trainer
+    from composer.core import Callback
+    from composer.models import ComposerModel
+    from composer.optim import LinearWithWarmupScheduler
+
+    class Linear(ComposerModel):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def forward(self, batch):
+            return self.layer(batch[0])
+
+        def loss(self, outputs, batch):
+            return torch.nn.functional.mse_loss(outputs, batch[1])
+
+    class Record(Callback):
+        def __init__(self):
+            self.lrs = []
+
+        def before_forward(self, state, logger):
+            self.lrs.append(state.optimizers[0].param_groups[0]["lr"])
+
+    data = torch.utils.data.TensorDataset(torch.randn(40, 2), torch.randn(40, 1))
+    model, record = Linear(), Record()
+    Trainer(model=model, train_dataloader=torch.utils.data.DataLoader(data, batch_size=4), max_duration="10ba",
+            optimizers=torch.optim.SGD(model.parameters(), lr=1.0), device="cpu", progress_bar=False,
+            schedulers=LinearWithWarmupScheduler(t_warmup="2ba", alpha_f=0.0), callbacks=[record, *callbacks]).fit()
+    return record.lrs
+
+
+def test_schedule_alignment_trains_batch_i_with_the_schedule_at_i():
+    from bertforge.callbacks.schedule_alignment import ScheduleAlignment
+
+    expected = [0.0, 0.5] + [1.0 - (i - 2) / 8 for i in range(2, 10)]  # what transformers' Trainer uses
+    assert _lrs_per_batch([ScheduleAlignment()]) == pytest.approx(expected)
+    lagged = _lrs_per_batch([])  # Composer alone: one batch late
+    assert lagged == pytest.approx([0.0] + expected[:-1])

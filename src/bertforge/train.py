@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from bertforge import registry
 from bertforge.callbacks.resume_rng import ResumeRNG
+from bertforge.callbacks.schedule_alignment import ScheduleAlignment
 from bertforge.checkpoints import discard_incomplete_checkpoints
 from bertforge.config import TrainConfig, load_config
 from bertforge.data.mds_checks import check_mds_split, read_meta, split_dir
@@ -212,7 +213,8 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         max_duration=cfg.max_duration,
         optimizers=registry.optimizers.build(cfg.optimizer, "optimizer", model.named_parameters()),
         schedulers=registry.schedulers.build(cfg.scheduler, "scheduler"),
-        algorithms=algorithms, callbacks=[*callbacks, ResumeRNG()], loggers=loggers, run_name=cfg.run_name,
+        algorithms=algorithms, callbacks=[*callbacks, ResumeRNG(), ScheduleAlignment()], loggers=loggers,
+        run_name=cfg.run_name,
         progress_bar=cfg.progress_bar, log_to_console=cfg.log_to_console,
         console_log_interval=cfg.console_log_interval, save_folder=save_folder, save_interval=cfg.save_interval,
         save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep, save_overwrite=cfg.save_overwrite,

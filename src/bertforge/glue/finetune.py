@@ -14,6 +14,7 @@ from composer.utils import reproducibility
 from transformers import AutoTokenizer
 
 from bertforge import registry
+from bertforge.callbacks.schedule_alignment import ScheduleAlignment
 from bertforge.errors import UserError
 from bertforge.glue.checkpoint import load_encoder, read_state_dict
 from bertforge.glue.config import GlueConfig, TaskSettings
@@ -115,7 +116,8 @@ def run_job(cfg: GlueConfig, job: Job) -> dict[str, float]:
     clip = [GradientClipping(clipping_type="norm", clipping_threshold=s.grad_clip_norm)] if s.grad_clip_norm else []
     trainer = Trainer(
         model=model, train_dataloader=train_loader, max_duration=max_duration, optimizers=optimizer,
-        schedulers=scheduler, algorithms=clip, device="gpu" if torch.cuda.is_available() else "cpu",
+        schedulers=scheduler, algorithms=clip, callbacks=[ScheduleAlignment()],
+        device="gpu" if torch.cuda.is_available() else "cpu",
         precision=pick_precision(cfg), seed=job.seed, progress_bar=False, log_to_console=False,
         run_name=f"glue-{job.task}-{job.seed}",
     )
