@@ -15,12 +15,16 @@ starts from for that seed (the new head's seeded init), it draws its batches fro
 ``--randomness independent`` lets each side draw its own head init and shuffle from the seed, as
 two separate users would; the difference then includes seed-to-seed noise.
 
+Prints a markdown table per task and writes ``comparison.csv`` (one row per task and seed) and
+``comparison.json`` (settings, timings, scores) under ``--out``.
+
     .venv/bin/python benchmarks/glue_vs_trainer.py --data-dir ../shared/data/glue --tasks rte mrpc
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import os
@@ -219,6 +223,16 @@ def table(glue: dict, hf: dict, tasks: list[str], seeds: list[int]) -> str:
     return "\n".join(lines)
 
 
+def write_csv(path: str, glue: dict, hf: dict) -> None:
+    """One row per (task, seed): each side's task score and their difference (empty where a side did not run)."""
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["task", "seed", "glue_py", "trainer", "difference"])
+        for task, seed in sorted(set(glue) | set(hf)):
+            a, b = glue.get((task, seed)), hf.get((task, seed))
+            out.writerow([task, seed, a, b, None if a is None or b is None else round(a - b, 4)])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", required=True, help="local GLUE folder (standard TSV layout)")
@@ -251,6 +265,7 @@ def main() -> None:
         print(table(glue, hf, args.tasks, args.seeds), flush=True)
     text = table(glue, hf, args.tasks, args.seeds)
     print(f"glue.py {seconds['glue']:.0f} s, Trainer {seconds['trainer']:.0f} s")
+    write_csv(os.path.join(args.out, "comparison.csv"), glue, hf)
     with open(os.path.join(args.out, "comparison.json"), "w") as f:
         json.dump({"hparams": HPARAMS, "randomness": args.randomness, "seconds": seconds,
                    "glue": {f"{t}/{s}": v for (t, s), v in glue.items()},
