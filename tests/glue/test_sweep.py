@@ -105,3 +105,27 @@ def test_pretrained_flexbert_encoder_loads_into_its_classifier(tokenizer):
     assert any(k.startswith("model.decoder") for k in report.ignored)  # the MLM head is not part of the classifier
     for key in encoder_keys:
         assert torch.equal(clf.state_dict()[key], mlm.state_dict()[key])
+
+
+def _report_device(cfg: GlueConfig, job: Job) -> dict:
+    """A stand-in finetune that reports which GPU its worker was pinned to, and the worker's pid."""
+    import os
+
+    return {"gpu": float(os.environ["CUDA_VISIBLE_DEVICES"]), "pid": float(os.getpid())}
+
+
+@pytest.mark.slow
+def test_one_worker_per_gpu_each_pinned_to_its_own_device(tmp_path, monkeypatch):
+    from bertforge.glue.pool import run_jobs
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # the parent sees two GPUs
+    cfg = resolve(from_dict(GlueConfig, tiny_sweep(tmp_path, tasks=["rte", "mrpc"], seeds=[1, 2, 3])))
+    jobs = plan(cfg)[0]
+    records = run_jobs(cfg, jobs, runner=_report_device, log=lambda _: None)
+    assert [r["status"] for r in records] == ["ok"] * len(jobs) == ["ok"] * 6
+    device_of: dict[float, float] = {}
+    for record in records:
+        pid, gpu = record["metrics"]["pid"], record["metrics"]["gpu"]
+        assert gpu in (0.0, 1.0)
+        assert device_of.setdefault(pid, gpu) == gpu, "a worker changed device between jobs"
+    assert len(device_of) <= 2 and len(set(device_of.values())) == len(device_of), "two workers share a GPU"
