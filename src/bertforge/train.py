@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from composer import Trainer
 from composer.algorithms import GradientClipping
-from composer.core import DataSpec, Evaluator
+from composer.core import Algorithm, Callback, DataSpec, Evaluator
 from composer.devices import DeviceCPU, DeviceGPU
 from composer.utils import dist, reproducibility
 from omegaconf import OmegaConf
@@ -84,6 +84,13 @@ def pick_precision(cfg: TrainConfig, device) -> str:
             raise ConfigError("precision", f"{cfg.precision} needs a GPU; use precision=fp32 on CPU")
         return cfg.precision
     return default_precision(isinstance(device, DeviceGPU))
+
+
+def loop_hooks(grad_clip_norm: float | None) -> tuple[list[Algorithm], list[Callback]]:
+    """What every bertforge Composer run adds: gradient-norm clipping when a norm is given, and batch
+    ``i`` trained at the schedule's value at ``i`` (:class:`ScheduleAlignment`)."""
+    clip = [] if grad_clip_norm is None else [GradientClipping(clipping_type="norm", clipping_threshold=grad_clip_norm)]
+    return clip, [ScheduleAlignment()]
 
 
 def build_tokenizer(cfg: TrainConfig):
@@ -199,9 +206,7 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     expand = lambda kwargs: expand_paths(kwargs, cfg)  # noqa: E731
     callbacks = [registry.callbacks.build(s, f"callbacks[{i}]", transform=expand) for i, s in enumerate(cfg.callbacks)]
     loggers = [registry.loggers.build(s, f"loggers[{i}]", transform=expand) for i, s in enumerate(cfg.loggers)]
-    algorithms = []
-    if cfg.grad_clip_norm is not None:
-        algorithms.append(GradientClipping(clipping_type="norm", clipping_threshold=cfg.grad_clip_norm))
+    algorithms, hooks = loop_hooks(cfg.grad_clip_norm)
     micro = cfg.device_train_microbatch_size
     if micro == "auto" and isinstance(device, DeviceCPU):
         micro = device_batch
@@ -213,7 +218,7 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
         max_duration=cfg.max_duration,
         optimizers=registry.optimizers.build(cfg.optimizer, "optimizer", model.named_parameters()),
         schedulers=registry.schedulers.build(cfg.scheduler, "scheduler"),
-        algorithms=algorithms, callbacks=[*callbacks, ResumeRNG(), ScheduleAlignment()], loggers=loggers,
+        algorithms=algorithms, callbacks=[*callbacks, ResumeRNG(), *hooks], loggers=loggers,
         run_name=cfg.run_name,
         progress_bar=cfg.progress_bar, log_to_console=cfg.log_to_console,
         console_log_interval=cfg.console_log_interval, save_folder=save_folder, save_interval=cfg.save_interval,

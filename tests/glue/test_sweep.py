@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 
 import pytest
@@ -109,8 +110,6 @@ def test_pretrained_flexbert_encoder_loads_into_its_classifier(tokenizer):
 
 def _report_device(cfg: GlueConfig, job: Job) -> dict:
     """A stand-in finetune that reports which GPU its worker was pinned to, and the worker's pid."""
-    import os
-
     return {"gpu": float(os.environ["CUDA_VISIBLE_DEVICES"]), "pid": float(os.getpid())}
 
 

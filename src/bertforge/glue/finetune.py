@@ -8,19 +8,17 @@ from dataclasses import dataclass
 
 import torch
 from composer import Trainer
-from composer.algorithms import GradientClipping
 from composer.core import Evaluator
 from composer.utils import reproducibility
 from transformers import AutoTokenizer
 
 from bertforge import registry
-from bertforge.callbacks.schedule_alignment import ScheduleAlignment
 from bertforge.errors import UserError
 from bertforge.glue.checkpoint import load_encoder, read_state_dict
 from bertforge.glue.config import GlueConfig, TaskSettings
 from bertforge.glue.data import Examples, TokenizedDataset, make_loader, read_hub, read_tsv, subset, tokenize_cached
 from bertforge.glue.tasks import METRIC_CLASSES, TASKS, TaskSpec
-from bertforge.train import default_precision
+from bertforge.train import default_precision, loop_hooks
 
 
 @dataclass
@@ -113,10 +111,10 @@ def run_job(cfg: GlueConfig, job: Job) -> dict[str, float]:
     scheduler = registry.schedulers.build({**cfg.scheduler, "t_warmup": s.warmup}, "scheduler")
     # in batches, not epochs: Composer rounds a 'dur' warmup to whole units of max_duration
     max_duration = f"{s.epochs * len(train_loader)}ba"
-    clip = [GradientClipping(clipping_type="norm", clipping_threshold=s.grad_clip_norm)] if s.grad_clip_norm else []
+    algorithms, hooks = loop_hooks(s.grad_clip_norm or None)  # 0: no clipping
     trainer = Trainer(
         model=model, train_dataloader=train_loader, max_duration=max_duration, optimizers=optimizer,
-        schedulers=scheduler, algorithms=clip, callbacks=[ScheduleAlignment()],
+        schedulers=scheduler, algorithms=algorithms, callbacks=hooks,
         device="gpu" if torch.cuda.is_available() else "cpu",
         precision=pick_precision(cfg), seed=job.seed, progress_bar=False, log_to_console=False,
         run_name=f"glue-{job.task}-{job.seed}",
