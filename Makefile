@@ -11,7 +11,7 @@ CUDA_TOOLCHAIN := .cuda-toolchain
 CUDA_TOOLCHAIN_WHEELS := nvidia-cuda-nvcc==13.0.88 nvidia-nvvm==13.0.88 nvidia-cuda-crt==13.0.88 \
 	nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85 nvidia-cuda-nvcc-cu12==12.6.85
 
-.PHONY: install sample-data quickstart test lint clean kernel cuda-toolchain
+.PHONY: install sample-data quickstart test test-fast lint clean kernel cuda-toolchain
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ lint: $(VENV)/.installed
 
 test: lint cuda-toolchain
 	$(PY) -m pytest -q
+
+# The inner loop: lint + every test but the slow multi-process / multi-minute ones.
+test-fast: lint
+	$(PY) -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(SAMPLE_MDS) runs
