@@ -18,7 +18,11 @@ from transformers import (
 )
 
 from bertforge.models.convert.bert import flexbert_config_from_bert, flexbert_state_from_bert
-from bertforge.models.convert.modernbert import flexbert_config_from_modernbert, from_modernbert_state, to_modernbert
+from bertforge.models.convert.modernbert import (
+    flexbert_config_from_modernbert,
+    flexbert_state_from_modernbert,
+    to_modernbert,
+)
 from bertforge.models.flexbert.model import FlexBertForMaskedLM, FlexBertModel
 
 SENTENCES = [
@@ -54,7 +58,7 @@ def test_modernbert_to_flexbert_logits(backend, unpad):
     hf = _tiny_modernbert()
     cfg = flexbert_config_from_modernbert(hf.config, attention_backend=backend, unpad=unpad)
     ours = FlexBertForMaskedLM(cfg).eval()
-    ours.load_state_dict(from_modernbert_state(hf.state_dict()))
+    ours.load_state_dict(flexbert_state_from_modernbert(hf.state_dict(), cfg))
     ids, mask = _mixed_batch(120)
     with torch.no_grad():
         want = hf(input_ids=ids, attention_mask=mask).logits
@@ -85,7 +89,7 @@ def test_random_bert_mlm_parity():
                         intermediate_size=80, max_position_embeddings=64, type_vocab_size=2)
     hf = BertForMaskedLM(hf_cfg).eval()
     ours = FlexBertForMaskedLM(flexbert_config_from_bert(hf_cfg)).eval()
-    ours.load_state_dict(flexbert_state_from_bert(hf.state_dict(), hf_cfg.num_hidden_layers))
+    ours.load_state_dict(flexbert_state_from_bert(hf.state_dict(), ours.config))
     ids, mask = _mixed_batch(100)
     types = (torch.arange(ids.shape[1]) > 6).long().expand_as(ids)
     with torch.no_grad():
@@ -107,7 +111,7 @@ def test_real_minilm_hidden_states_match_bert_model():
     tokenizer = AutoTokenizer.from_pretrained(folder)
     hf = BertModel.from_pretrained(folder).eval()
     ours = FlexBertModel(flexbert_config_from_bert(hf.config))
-    state = flexbert_state_from_bert(hf.state_dict(), hf.config.num_hidden_layers)
+    state = flexbert_state_from_bert(hf.state_dict(), ours.config)
     encoder_state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     ours.load_state_dict(encoder_state)
     ours.eval()

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from composer.models import ComposerModel
 
+from bertforge.models.export import save_hf_folder
+from bertforge.models.flops import FlopsPerBatch
 from bertforge.models.metrics import mlm_metrics
 
 
-class MaskedLMComposerModel(ComposerModel):
+class MaskedLMComposerModel(FlopsPerBatch, ComposerModel):
     """Wraps a module whose ``forward(input_ids, attention_mask, labels=, token_type_ids=)`` returns
     ``(logits, labels, loss)`` for the masked tokens only (sparse prediction). The module unpads,
     so packed batches (segment ids in ``attention_mask``) are supported."""
@@ -48,8 +49,5 @@ class MaskedLMComposerModel(ComposerModel):
         """Write a transformers folder (weights, config, tokenizer) via the family's exporter."""
         if self.exporter is None:
             raise TypeError(f"{type(self.model).__name__} has no Hugging Face export")
-        os.makedirs(folder, exist_ok=True)
-        self.exporter(self.model, self.tokenizer).save_pretrained(folder, safe_serialization=True)
-        if self.tokenizer is not None:
-            self.tokenizer.save_pretrained(folder)
-        return folder
+        hf_model = self.exporter(self.model, self.tokenizer)  # refuses before anything is written
+        return save_hf_folder(hf_model, self.tokenizer, folder)

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 
+from bertforge.models.params import peel
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The ComposerModel inside a DistributedDataParallel wrapper (or the model itself)."""
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+def save_hf_folder(hf_model: Any, tokenizer: Any, folder: str) -> str:
+    """Write a transformers model (safetensors weights, config) and its tokenizer, when given, to ``folder``."""
+    os.makedirs(folder, exist_ok=True)
+    hf_model.save_pretrained(folder, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    return folder
 
 
 def can_export_hf(composer_model: torch.nn.Module) -> bool:
     """Whether :func:`export_hf` can write this model as a transformers folder."""
-    composer_model = unwrap(composer_model)
+    composer_model = peel(composer_model)
     if hasattr(composer_model, "export_hf"):
         return getattr(composer_model, "exporter", None) is not None
     return hasattr(getattr(composer_model, "model", None), "save_pretrained")
@@ -22,15 +29,10 @@ def can_export_hf(composer_model: torch.nn.Module) -> bool:
 
 def export_hf(composer_model: torch.nn.Module, folder: str) -> str:
     """Save ``composer_model``'s transformers model and tokenizer to ``folder``; return the folder."""
-    composer_model = unwrap(composer_model)
+    composer_model = peel(composer_model)
     if hasattr(composer_model, "export_hf"):
         return composer_model.export_hf(folder)
     hf_model = getattr(composer_model, "model", None)
     if hf_model is None or not hasattr(hf_model, "save_pretrained"):
         raise TypeError(f"{type(composer_model).__name__} has no Hugging Face model to export")
-    os.makedirs(folder, exist_ok=True)
-    hf_model.save_pretrained(folder, safe_serialization=True)
-    tokenizer = getattr(composer_model, "tokenizer", None)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(folder)
-    return folder
+    return save_hf_folder(hf_model, getattr(composer_model, "tokenizer", None), folder)

@@ -5,16 +5,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+
+class QuickGELU(nn.Module):
+    """``x * sigmoid(1.702 x)``: the sigmoid approximation of GELU (transformers' ``quick_gelu``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
 ACTIVATIONS = {
     "gelu": lambda: nn.GELU(),
     "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
     "silu": lambda: nn.SiLU(),
     "relu": lambda: nn.ReLU(),
+    "quick_gelu": lambda: QuickGELU(),
 }
 
 
 def activation(name: str) -> nn.Module:
-    """An activation module by name (gelu, gelu_tanh, silu, relu)."""
+    """An activation module by name (gelu, gelu_tanh, silu, relu, quick_gelu)."""
     return ACTIVATIONS[name]()
 
 

@@ -1,93 +1,163 @@
-"""FlexBERT <-> transformers ModernBERT. Parameter names already match; configs map key by key."""
+"""FlexBERT <-> transformers ModernBERT. Tensor names already match; every config field is classified."""
 
 from __future__ import annotations
 
-import dataclasses
+from typing import Any
 
 import torch
 from transformers import ModernBertConfig, ModernBertForMaskedLM
 
-from bertforge.errors import UserError
+from bertforge.models.convert import activations
+from bertforge.models.convert.rules import (
+    PRETRAINED_IGNORED,
+    Ignore,
+    Must,
+    Rule,
+    To,
+    export_fields,
+    import_config,
+    load_exact,
+    raise_problems,
+    same_tensor,
+)
 from bertforge.models.flexbert.config import FlexBertConfig
 
-# FlexBERT settings that ModernBERT fixes; a config that differs cannot be exported to that format.
-MODERNBERT_FIXED = dict(
+
+def _window(value: int, hf: ModernBertConfig) -> dict:
+    every = hf.global_attn_every_n_layers
+    if every < 1:
+        raise ValueError("global_attn_every_n_layers must be >= 1")
+    if every == 1 or hf.num_hidden_layers == 1:  # layer i is global when i % every == 0: no local layer
+        return {"local_attention_window": None, "global_attention_every_n_layers": every}
+    if value < 2:
+        raise ValueError("FlexBERT's sliding window is >= 2 tokens (a token sees at least one neighbour each side)")
+    return {"local_attention_window": value, "global_attention_every_n_layers": every}
+
+
+def _head_dim(value: int | None, hf: ModernBertConfig) -> dict:
+    if value not in (None, hf.hidden_size // hf.num_attention_heads):
+        raise ValueError("RoPE would rotate a different width than FlexBERT's hidden_size / num_attention_heads")
+    return {}
+
+
+_HEADS_ONLY = Ignore("read only by sequence-classification heads; FlexBERT's classifier has its own")
+_EXECUTION = Ignore("execution only (kernels, compilation, when logits are repadded): same values")
+# ModernBertConfig field (and the attributes modeling_modernbert or RoPE reads beyond them) -> what the import does.
+IMPORT: dict[str, Rule] = {
+    **PRETRAINED_IGNORED,
+    **{name: To() for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                               "intermediate_size", "max_position_embeddings", "attention_bias", "attention_dropout",
+                               "mlp_bias", "mlp_dropout", "embedding_dropout", "norm_bias", "norm_eps",
+                               "decoder_bias", "tie_word_embeddings")},
+    "hidden_activation": To(fn=lambda value, hf: {"hidden_activation": activations.from_hf(value)}),
+    "classifier_activation": To(fn=lambda value, hf: {"head_activation": activations.from_hf(value)}),
+    "classifier_bias": To("head_bias"),
+    "global_rope_theta": To("rope_theta_global"),
+    "local_rope_theta": To(fn=lambda value, hf: {"rope_theta_local": hf.global_rope_theta if value is None
+                                                 else value}),
+    "local_attention": To(fn=_window),
+    "global_attn_every_n_layers": Ignore("mapped together with local_attention"),
+    "initializer_range": To("init_std"),
+    "initializer_cutoff_factor": Ignore("initialisation only; the weights are converted"),
+    "classifier_pooling": _HEADS_ONLY,
+    "classifier_dropout": _HEADS_ONLY,
+    "sparse_prediction": Ignore("with labels, which tokens get logits; each token's logits are the same"),
+    "sparse_pred_ignore_index": Ignore("with labels, which tokens get logits; each token's logits are the same"),
+    "deterministic_flash_attn": _EXECUTION,
+    "reference_compile": _EXECUTION,
+    "repad_logits_with_grad": _EXECUTION,
+    "is_decoder": Ignore("modeling_modernbert never reads it: attention is always bidirectional"),
+    "rope_scaling": Must((None,), "FlexBERT's RoPE has no scaling; remove rope_scaling from the config"),
+    "partial_rotary_factor": Must((None, 1.0), "FlexBERT rotates whole heads; remove partial_rotary_factor"),
+    "head_dim": To(fn=_head_dim),
+}
+# The FlexBERT settings that make it ModernBERT (the fields the import does not map).
+MODERNBERT_FORM = dict(
     position_encoding="rope", type_vocab_size=0, embedding_norm=True, mlp_type="glu", norm_type="layernorm",
     block_type="prenorm", first_layer_attn_norm=False, final_norm=True, head_dense=True, head_norm=True,
-    tie_word_embeddings=True, hidden_dropout=0.0,
+    hidden_dropout=0.0,
 )
 
 
-def flexbert_config_from_modernbert(hf: ModernBertConfig, **overrides) -> FlexBertConfig:
-    """The FlexBERT config that computes the same function as ``hf``."""
-    values = dict(
-        vocab_size=hf.vocab_size, hidden_size=hf.hidden_size, num_hidden_layers=hf.num_hidden_layers,
-        num_attention_heads=hf.num_attention_heads, intermediate_size=hf.intermediate_size,
-        hidden_activation=hf.hidden_activation, rope_theta_global=hf.global_rope_theta,
-        rope_theta_local=hf.local_rope_theta if hf.local_rope_theta is not None else hf.global_rope_theta,
-        local_attention_window=hf.local_attention, global_attention_every_n_layers=hf.global_attn_every_n_layers,
-        attention_bias=hf.attention_bias, attention_dropout=hf.attention_dropout, mlp_bias=hf.mlp_bias,
-        mlp_dropout=hf.mlp_dropout, embedding_dropout=hf.embedding_dropout, norm_bias=hf.norm_bias,
-        norm_eps=hf.norm_eps, head_activation=hf.classifier_activation, head_bias=hf.classifier_bias,
-        decoder_bias=hf.decoder_bias, init_std=hf.initializer_range, max_position_embeddings=hf.max_position_embeddings,
-        **MODERNBERT_FIXED,
-    )
-    values.update(overrides)
-    return FlexBertConfig(**values)
+def _must(value: Any, fix: str) -> Must:
+    return Must((value,), fix)
+
+
+# FlexBertConfig field -> what the export to ModernBertForMaskedLM does with it.
+EXPORT: dict[str, Rule] = {
+    **{name: To() for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                               "intermediate_size", "max_position_embeddings", "embedding_dropout", "attention_bias",
+                               "attention_dropout", "mlp_bias", "mlp_dropout", "norm_bias", "norm_eps",
+                               "decoder_bias", "tie_word_embeddings")},
+    "pad_vocab_to_multiple_of": Ignore("only sizes a null vocab_size; vocab_size is exported"),
+    "position_encoding": _must("rope", "ModernBERT uses RoPE; set position_encoding: rope"),
+    "type_vocab_size": _must(0, "ModernBERT has no token types; set type_vocab_size: 0"),
+    "embedding_norm": _must(True, "ModernBERT normalises its embeddings; set embedding_norm: true"),
+    "rope_theta_global": To("global_rope_theta"),
+    "rope_theta_local": To("local_rope_theta"),
+    # no window: every layer global (every 1st), the window size is then never read
+    "local_attention_window": To(fn=lambda value, cfg: {"local_attention": 128 if value is None else value}),
+    "global_attention_every_n_layers": To(fn=lambda value, cfg: {
+        "global_attn_every_n_layers": 1 if cfg.local_attention_window is None else value}),
+    "attention_backend": Ignore("execution only: every backend computes the same attention"),
+    "unpad": Ignore("execution only: padding never reaches the layers either way"),
+    "mlp_type": _must("glu", "ModernBERT's MLP is gated; set mlp_type: glu"),
+    "hidden_activation": To(fn=lambda value, cfg: {"hidden_activation": activations.to_hf(value)}),
+    "hidden_dropout": _must(0.0, "ModernBERT has no dropout on the residual branches; set hidden_dropout: 0"),
+    "norm_type": _must("layernorm", "ModernBERT uses LayerNorm; set norm_type: layernorm"),
+    "block_type": _must("prenorm", "ModernBERT normalises before each sublayer; set block_type: prenorm"),
+    "first_layer_attn_norm": _must(False, "ModernBERT's first layer has no attention norm; set it false"),
+    "final_norm": _must(True, "ModernBERT ends with a norm; set final_norm: true"),
+    "head_dense": _must(True, "ModernBERT's MLM head has a dense layer; set head_dense: true"),
+    "head_activation": To(fn=lambda value, cfg: {"classifier_activation": activations.to_hf(value)}),
+    "head_norm": _must(True, "ModernBERT's MLM head has a norm; set head_norm: true"),
+    "head_bias": To("classifier_bias"),
+    "init_std": To("initializer_range"),
+    "init_depth_scaled": Ignore("initialisation only; the trained weights are exported"),
+}
+
+
+def flexbert_config_from_modernbert(hf: ModernBertConfig, **overrides: Any) -> FlexBertConfig:
+    """The FlexBERT config computing the same function as ``hf`` (then ``overrides``); refuses what it cannot."""
+    return import_config(hf, IMPORT, MODERNBERT_FORM, overrides)
+
+
+def _export(cfg: FlexBertConfig) -> tuple[dict, list[str]]:
+    return export_fields(cfg, EXPORT, "ModernBERT")
 
 
 def modernbert_incompatibilities(cfg: FlexBertConfig) -> list[str]:
-    """The FlexBERT keys whose values ModernBERT cannot express (empty: exportable)."""
-    differing = [k for k, v in MODERNBERT_FIXED.items() if getattr(cfg, k) != v]
-    if cfg.local_attention_window is None:
-        differing.append("local_attention_window (null)")
-    return differing
+    """Why ``cfg`` cannot be written as ModernBERT, one line per field (empty: :func:`to_modernbert` works)."""
+    return _export(cfg)[1]
 
 
-def modernbert_config_from_flexbert(cfg: FlexBertConfig, tokenizer=None) -> ModernBertConfig:
-    """The ModernBERT config for ``cfg``; fails naming the keys ModernBERT cannot express."""
-    differing = modernbert_incompatibilities(cfg)
-    if differing:
-        raise UserError(f"this FlexBERT config cannot be written as ModernBERT: {', '.join(differing)} differ")
+def modernbert_config_from_flexbert(cfg: FlexBertConfig, tokenizer: Any = None) -> ModernBertConfig:
+    """The ModernBERT config computing ``cfg``'s function; one ConfigError line naming every field it cannot."""
+    values, problems = _export(cfg)
+    raise_problems(problems, "model.model_config")
     defaults = ModernBertConfig()
     special = {}
-    for name in ("pad", "cls", "sep", "bos", "eos"):
-        value = getattr(tokenizer, f"{name}_token_id", None) if tokenizer is not None else None
-        if value is None:  # no tokenizer: ModernBERT's ids where the vocabulary has them, else 0
-            default = getattr(defaults, f"{name}_token_id")
-            value = default if default < cfg.vocab_size else 0
-        special[f"{name}_token_id"] = value
-    return ModernBertConfig(
-        vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_hidden_layers,
-        num_attention_heads=cfg.num_attention_heads, intermediate_size=cfg.intermediate_size,
-        hidden_activation=cfg.hidden_activation, global_rope_theta=cfg.rope_theta_global,
-        local_rope_theta=cfg.rope_theta_local, local_attention=cfg.local_attention_window,
-        global_attn_every_n_layers=cfg.global_attention_every_n_layers, attention_bias=cfg.attention_bias,
-        attention_dropout=cfg.attention_dropout, mlp_bias=cfg.mlp_bias, mlp_dropout=cfg.mlp_dropout,
-        embedding_dropout=cfg.embedding_dropout, norm_bias=cfg.norm_bias, norm_eps=cfg.norm_eps,
-        classifier_activation=cfg.head_activation, classifier_bias=cfg.head_bias, decoder_bias=cfg.decoder_bias,
-        initializer_range=cfg.init_std, max_position_embeddings=cfg.max_position_embeddings,
-        tie_word_embeddings=True, **special,
-    )
+    for name in ("pad", "cls", "sep", "bos", "eos"):  # the tokenizer's ids, else ModernBERT's, else 0
+        value = getattr(tokenizer, f"{name}_token_id", None)
+        if value is None or not 0 <= value < cfg.vocab_size:
+            value = getattr(defaults, f"{name}_token_id")
+        special[f"{name}_token_id"] = value if value < cfg.vocab_size else 0
+    return ModernBertConfig(**values, **special)
 
 
-def to_modernbert(model: torch.nn.Module, tokenizer=None) -> ModernBertForMaskedLM:
-    """A transformers ``ModernBertForMaskedLM`` holding ``model``'s (a FlexBertForMaskedLM) weights."""
+def to_modernbert(model: torch.nn.Module, tokenizer: Any = None) -> ModernBertForMaskedLM:
+    """A transformers ``ModernBertForMaskedLM`` computing the same logits as ``model`` (a FlexBertForMaskedLM)."""
     hf = ModernBertForMaskedLM(modernbert_config_from_flexbert(model.config, tokenizer))
-    missing, unexpected = hf.load_state_dict(model.state_dict(), strict=False)
-    missing = [k for k in missing if k != "decoder.weight"]  # tied to the token embeddings
-    if missing or unexpected:
-        raise RuntimeError(f"ModernBERT export mismatch: missing {missing}, unexpected {unexpected}")
+    load_exact(hf, model.state_dict(), "ModernBERT export")
     return hf.eval()
 
 
-def from_modernbert_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A FlexBERT state dict from a ModernBertForMaskedLM one (same names; the tied decoder is filled in)."""
+def flexbert_state_from_modernbert(state: dict[str, torch.Tensor], cfg: FlexBertConfig) -> dict[str, torch.Tensor]:
+    """A FlexBERT state dict from a ``ModernBertForMaskedLM`` one: same names; a tied decoder is checked and shared."""
     state = dict(state)
-    state.setdefault("decoder.weight", state["model.embeddings.tok_embeddings.weight"])
-    return state
-
-
-def config_fields() -> set[str]:
-    """All FlexBertConfig field names (for the conversion tests)."""
-    return {f.name for f in dataclasses.fields(FlexBertConfig)}
+    embeddings = state.get("model.embeddings.tok_embeddings.weight")
+    if cfg.tie_word_embeddings and embeddings is not None:
+        if "decoder.weight" in state:
+            same_tensor(state["decoder.weight"], embeddings, "ModernBERT weights decoder.weight and tok_embeddings")
+        state["decoder.weight"] = embeddings
+    return state  # load_exact then fails on any tensor FlexBERT lacks

@@ -19,10 +19,11 @@ from bertforge.models.convert.bert import (
 )
 from bertforge.models.convert.modernbert import (
     flexbert_config_from_modernbert,
-    from_modernbert_state,
+    flexbert_state_from_modernbert,
     modernbert_incompatibilities,
     to_modernbert,
 )
+from bertforge.models.convert.rules import load_exact
 from bertforge.models.flexbert.config import FlexBertConfig
 from bertforge.models.flexbert.model import FlexBertForMaskedLM
 from bertforge.registry import classifiers, models
@@ -37,18 +38,18 @@ def _from_pretrained(name: str, overrides: dict) -> FlexBertForMaskedLM:
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0]
         raise UserError(f"model.pretrained_model_name: cannot load '{name}' ({first})") from None
-    if hf_config.model_type not in ("modernbert", "bert"):
+    if hf_config.model_type not in _IMPORTERS:
         raise ConfigError("model.pretrained_model_name", f"'{name}' is {hf_config.model_type}; FlexBERT converts "
                           "modernbert and bert checkpoints")
-    hf = AutoModelForMaskedLM.from_pretrained(name)
-    if hf_config.model_type == "modernbert":
-        cfg, state = flexbert_config_from_modernbert(hf_config, **overrides), from_modernbert_state(hf.state_dict())
-    else:
-        cfg = flexbert_config_from_bert(hf_config, **overrides)
-        state = flexbert_state_from_bert(hf.state_dict(), hf_config.num_hidden_layers)
+    to_config, to_state = _IMPORTERS[hf_config.model_type]
+    cfg = to_config(hf_config, **overrides)  # refuses what FlexBERT cannot compute before loading any weight
     model = FlexBertForMaskedLM(cfg)
-    model.load_state_dict(state)
+    load_exact(model, to_state(AutoModelForMaskedLM.from_pretrained(name).state_dict(), cfg), name)
     return model
+
+
+_IMPORTERS = {"modernbert": (flexbert_config_from_modernbert, flexbert_state_from_modernbert),
+              "bert": (flexbert_config_from_bert, flexbert_state_from_bert)}
 
 
 def _mlm_module(tokenizer: Any, model_config: dict | None, pretrained_model_name: str | None) -> FlexBertForMaskedLM:
@@ -65,7 +66,7 @@ def _mlm_module(tokenizer: Any, model_config: dict | None, pretrained_model_name
     return module
 
 
-@models.register("flexbert")
+@models.register("flexbert", config_class=FlexBertConfig)
 def build_flexbert_mlm(tokenizer: Any, model_config: dict | None = None,
                        pretrained_model_name: str | None = None) -> MaskedLMComposerModel:
     """FlexBERT masked LM. ``model_config`` keys are FlexBertConfig fields; ``pretrained_model_name``
@@ -74,7 +75,7 @@ def build_flexbert_mlm(tokenizer: Any, model_config: dict | None = None,
     return MaskedLMComposerModel(module, tokenizer, exporter=hf_exporter(module.config))
 
 
-@classifiers.register("flexbert")
+@classifiers.register("flexbert", config_class=FlexBertConfig)
 def build_flexbert_classifier(tokenizer: Any, num_labels: int, model_config: dict | None = None,
                               pretrained_model_name: str | None = None, pooling: Literal["cls", "mean"] = "cls",
                               classifier_dropout: float = 0.0) -> ClassifierComposerModel:
@@ -85,7 +86,10 @@ def build_flexbert_classifier(tokenizer: Any, num_labels: int, model_config: dic
 
 
 def hf_exporter(cfg: FlexBertConfig):
-    """ModernBERT format when the config fits it, else BERT's, else None (e.g. ALiBi: no HF equivalent)."""
+    """ModernBERT format when the config fits it, else BERT's, else None (e.g. ALiBi: no HF equivalent).
+
+    The check is the exporter's own config builder, so an exporter returned here cannot refuse later.
+    """
     if not modernbert_incompatibilities(cfg):
         return to_modernbert
     if not bert_incompatibilities(cfg):
