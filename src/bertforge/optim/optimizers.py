@@ -69,6 +69,6 @@ def build_stable_adamw(
     weight_decay: float = 1e-5,
     no_decay_norms_biases: bool = True,
 ) -> torch.optim.Optimizer:
-    """StableAdamW (update clipping + decoupled weight decay), ModernBERT's optimizer."""
+    """StableAdamW (torch-optimi's update clipping + per-group decoupled weight decay), ModernBERT's optimizer."""
     groups = param_groups(params, weight_decay, no_decay_norms_biases)
     return StableAdamW(groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)

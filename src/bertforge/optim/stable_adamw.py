@@ -1,47 +1,46 @@
-"""StableAdamW: AdamW with per-tensor update clipping (Wortsman et al. 2023), as used by ModernBERT.
+"""StableAdamW: AdamW with per-tensor update clipping (Wortsman et al. 2023), ModernBERT's optimizer.
 
-Each step's learning rate for a tensor is divided by ``max(1, RMS(g^2 / v_hat))``, which bounds
-the update when the second-moment estimate lags behind a sudden gradient spike. Weight decay is
-decoupled and scaled by ``lr / initial_lr`` like Composer's DecoupledAdamW.
+The algorithm is torch-optimi's ``StableAdamW``, the implementation ModernBERT trained with. On CUDA
+GPUs with bf16 support it runs Triton kernels and the clipping factor never leaves the GPU; elsewhere
+(CPU, older GPUs) optimi's torch path reads it with ``.item()`` per tensor. Per tensor and step ``t``:
+
+    m_hat, v_hat = Adam's bias-corrected moments of the gradient g
+    lr_t = lr / max(1, sqrt(mean(g^2 / max(v_hat, eps^2))))
+    p <- p * (1 - weight_decay * lr_t / max_lr) - lr_t * m_hat / (sqrt(v_hat) + eps)
+
+Weight decay is decoupled from the learning rate as in Composer's DecoupledAdamW: it follows the
+schedule (``lr_t / max_lr``) but is not multiplied by the learning rate. ``max_lr`` is each group's
+own starting lr (a group with its own ``lr``, e.g. M2's filters, decays relative to that lr), which
+is also the ``initial_lr`` Composer's scheduler scales.
 """
 
 from __future__ import annotations
 
-import torch
+from typing import Any
+
+import optimi
+from optimi.utils import _default_to_triton
 
 
-class StableAdamW(torch.optim.Optimizer):
-    """AdamW with update clipping and decoupled weight decay."""
+class StableAdamW(optimi.StableAdamW):
+    """optimi's StableAdamW with decoupled weight decay scaled per group by ``lr / (the group's own lr)``."""
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.98), eps: float = 1e-6,
                  weight_decay: float = 1e-5):
-        if lr <= 0 or eps <= 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
-            raise ValueError(f"invalid StableAdamW settings lr={lr} betas={betas} eps={eps}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, initial_lr=lr))
+        super().__init__(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, decouple_lr=True)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = closure() if closure is not None else None
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group whose weight decay is relative to its own lr (optimi's default: the global lr)."""
+        param_group.setdefault("max_lr", param_group.get("lr", self.defaults["lr"]))
+        super().add_param_group(param_group)
+
+    def step(self, closure=None, param=None):
+        """One step; on the first, each group picks the Triton kernels only if its parameters live where they run.
+
+        optimi 0.3.3 decides from an empty list (so: whenever Triton is installed, even for CPU tensors);
+        the choice is made here instead, once the parameters are on their final device.
+        """
         for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-                step, grad = state["step"], p.grad
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                exp_avg.lerp_(grad, 1 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                v_hat = exp_avg_sq / (1 - beta2**step)
-                rms = (grad.square() / v_hat.clamp(min=group["eps"] ** 2)).mean().sqrt()
-                lr = group["lr"] / max(1.0, rms.item())
-                if group["weight_decay"]:
-                    p.mul_(1 - group["weight_decay"] * group["lr"] / group["initial_lr"])
-                denom = v_hat.sqrt().add_(group["eps"])
-                p.addcdiv_(exp_avg, denom, value=-lr / (1 - beta1**step))
-        return loss
+            if not group["setup"] and group["triton"] is None and group["foreach"] is None:
+                group["triton"] = bool(group["params"]) and _default_to_triton(group["params"])
+        return super().step(closure, param)
