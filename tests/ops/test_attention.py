@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
+from bertforge.ops import attention as attention_ops
 from bertforge.ops.alibi import alibi_slopes
-from bertforge.ops.attention import BACKENDS, attention, flash_attn_available
+from bertforge.ops.attention import BACKENDS, attention, clear_mask_cache, flash_attn_available
 from bertforge.ops.padding import pad, positions_in_sequence, unpad, unpad_info
 
 LENGTHS = [7, 1, 19, 12, 33]
@@ -53,6 +54,26 @@ def test_local_window_differs_from_global():
     local = attention(*qkv.unbind(1), cu, max(LENGTHS), backend="varlen", window=3)
     full = attention(*qkv.unbind(1), cu, max(LENGTHS), backend="varlen")
     assert not torch.allclose(local, full, atol=1e-3)  # the window really cuts off far tokens
+
+
+@pytest.mark.parametrize("window, use_alibi", [(3, False), (None, True)])
+def test_mask_cached_under_inference_mode_is_a_normal_tensor(window, use_alibi):
+    # A mask cached during an inference_mode forward is reused by later training steps; an inference
+    # tensor there fails their backward ("Inference tensors cannot be saved for backward").
+    clear_mask_cache()
+    slopes = alibi_slopes(4) if use_alibi else None
+    with torch.inference_mode():
+        first = attention_ops._mask(9, window, slopes, torch.device("cpu"), torch.float32)
+    again = attention_ops._mask(9, window, slopes, torch.device("cpu"), torch.float32)
+    assert not first.is_inference() and again is first  # cached, and usable outside inference mode
+    qkv, cu = _qkv()
+    q = qkv[:, 0].clone().requires_grad_()
+    with torch.inference_mode():
+        attention(q.detach(), *qkv.unbind(1)[1:], cu, max(LENGTHS), backend="varlen", window=window,
+                  alibi_slopes=slopes)
+    attention(q, *qkv.unbind(1)[1:], cu, max(LENGTHS), backend="varlen", window=window,
+              alibi_slopes=slopes).sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()
 
 
 def test_alibi_slopes_match_paper_values():

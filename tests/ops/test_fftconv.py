@@ -58,11 +58,11 @@ def test_float32_and_half_inputs_keep_their_dtype():
     assert torch_fft_conv(u.bfloat16(), k, k_rev).dtype == torch.bfloat16
 
 
-def test_backend_choice_and_cuda_fallback(capsys):
+def test_backend_choice_and_cuda_fallback(caplog):
     u, k, _ = _inputs(10)
     assert fftconv.resolve("auto", torch.device("cpu")) == "torch"
     with pytest.raises(ValueError, match="unknown fft_conv backend"):
         fft_conv(u, k, backend="cufft")
     fftconv._note.cache_clear()
     torch.testing.assert_close(fft_conv(u, k, backend="cuda"), torch_fft_conv(u, k))  # falls back on CPU
-    assert capsys.readouterr().err.count("using the torch.fft backend") == 1
+    assert caplog.text.count("using the torch.fft backend") == 1

@@ -91,7 +91,7 @@ def test_kernel_supports_names_the_reason():
     assert "8192" in fftconv_cuda.kernel_supports(long_u, k)
 
 
-def test_auto_on_gpu_without_kernel_notes_once(capsys, monkeypatch):
+def test_auto_on_gpu_without_kernel_notes_once(caplog, monkeypatch):
     monkeypatch.setattr(fftconv_cuda, "MODULE", "bertforge_no_such_module")
     monkeypatch.delenv(fftconv_cuda.JIT_ENV, raising=False)
     fftconv._note.cache_clear()
@@ -99,7 +99,7 @@ def test_auto_on_gpu_without_kernel_notes_once(capsys, monkeypatch):
         pytest.skip("a JIT build is already loaded in this process")
     for _ in range(3):
         assert fftconv.resolve("auto", torch.device("cuda")) == "torch"
-    err = capsys.readouterr().err
+    err = caplog.text
     assert err.count("not built") == 1 and "make kernel" in err
 
 
@@ -140,7 +140,7 @@ def test_kernel_matches_torch_fft(length, dtype, tol, rev):
 
 @gpu
 @needs_cuda
-def test_auto_backend_uses_kernel_and_falls_back_past_8192(capsys):
+def test_auto_backend_uses_kernel_and_falls_back_past_8192(caplog):
     _kernel()
     u, k, k_rev = _inputs(2, 8, 300, dtype=torch.float32, device="cuda")
     assert fftconv.resolve("auto", u.device) == "cuda"
@@ -149,7 +149,7 @@ def test_auto_backend_uses_kernel_and_falls_back_past_8192(capsys):
     long_u = torch.randn(1, 2, fftconv_cuda.MAX_LENGTH + 8, device="cuda")
     long_k = torch.randn(2, long_u.shape[-1], device="cuda")
     torch.testing.assert_close(fft_conv(long_u, long_k, backend="cuda"), torch_fft_conv(long_u, long_k))
-    assert "8192" in capsys.readouterr().err
+    assert "8192" in caplog.text
 
 
 @gpu

@@ -18,12 +18,15 @@ the FFT backend transforms at a length of at least ``2L``. Backends, one signatu
 from __future__ import annotations
 
 import functools
-import sys
+import logging
 from collections.abc import Callable
+from types import ModuleType
 
 import torch
 
 from bertforge.ops import fftconv_cuda
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "direct", "torch", "cuda")
 
@@ -87,20 +90,34 @@ def torch_fft_conv(u: torch.Tensor, k: torch.Tensor, k_rev: torch.Tensor | None 
 @functools.cache
 def _note(why: str) -> None:
     """Say once per reason that the torch backend runs instead of the CUDA kernel."""
-    print(f"[bertforge] fft_conv: {why}; using the torch.fft backend", file=sys.stderr, flush=True)
+    log.warning("fft_conv: %s; using the torch.fft backend", why)
 
 
-def cuda_fft_conv(u: torch.Tensor, k: torch.Tensor, k_rev: torch.Tensor | None = None) -> torch.Tensor:
-    """The fused CUDA kernel (JIT-compiled if need be); the torch backend, noted once, where it cannot run."""
+def _kernel_or_torch(ext: ModuleType, u: torch.Tensor, k: torch.Tensor, k_rev: torch.Tensor | None) -> torch.Tensor:
+    """The loaded kernel ``ext`` where it can take these inputs, else the torch backend (noted once)."""
     _check(u, k, k_rev)
-    ext, why = None, "CUDA kernel given CPU tensors"
-    if u.is_cuda:
-        ext, how = fftconv_cuda.load_extension(True)
-        why = f"CUDA kernel {how}" if ext is None else fftconv_cuda.kernel_supports(u, k)
+    why = fftconv_cuda.kernel_supports(u, k)
     if why is not None:
         _note(why)
         return torch_fft_conv(u, k, k_rev)
     return fftconv_cuda.fused_fft_conv(ext, u, k, k_rev)
+
+
+def _cuda_implementation(device: torch.device) -> Callable[..., torch.Tensor]:
+    """The ``cuda`` backend for tensors on ``device``: the kernel (JIT-compiled if need be), or torch, noted."""
+    if device.type != "cuda":
+        _note("CUDA kernel given CPU tensors")
+        return torch_fft_conv
+    ext, how = fftconv_cuda.load_extension(True)
+    if ext is None:
+        _note(f"CUDA kernel {how}")
+        return torch_fft_conv
+    return functools.partial(_kernel_or_torch, ext)
+
+
+def cuda_fft_conv(u: torch.Tensor, k: torch.Tensor, k_rev: torch.Tensor | None = None) -> torch.Tensor:
+    """The fused CUDA kernel (JIT-compiled if need be); the torch backend, noted once, where it cannot run."""
+    return _cuda_implementation(u.device)(u, k, k_rev)
 
 
 IMPLEMENTATIONS: dict[str, Callable[..., torch.Tensor]] = {
@@ -125,10 +142,45 @@ def resolve(backend: str, device: torch.device) -> str:
     return "cuda"
 
 
+def implementation(backend: str, device: torch.device) -> Callable[..., torch.Tensor]:
+    """The function that runs ``backend`` for tensors on ``device`` (extension loading done here, once)."""
+    name = resolve(backend, device)
+    return _cuda_implementation(device) if name == "cuda" else IMPLEMENTATIONS[name]
+
+
+class FFTConv:
+    """``fft_conv`` with its backend resolved once per device type and remembered.
+
+    Models are built before they are moved to their device, so the choice (and the CUDA extension's
+    loading) happens at the first call on a new device type; later calls are one dict lookup. Copies and
+    pickles drop the choices made (a loaded extension module cannot be copied).
+    """
+
+    def __init__(self, backend: str = "auto"):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown fft_conv backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        self.backend = backend
+        self._chosen: dict[str, Callable[..., torch.Tensor]] = {}
+
+    def __call__(self, u: torch.Tensor, k: torch.Tensor, k_rev: torch.Tensor | None = None) -> torch.Tensor:
+        """Same as ``fft_conv(u, k, k_rev, backend)``."""
+        fn = self._chosen.get(u.device.type)
+        if fn is None:
+            fn = self._chosen[u.device.type] = implementation(self.backend, u.device)
+        return fn(u, k, k_rev)
+
+    def __getstate__(self) -> dict:
+        return {"backend": self.backend, "_chosen": {}}
+
+    def __repr__(self) -> str:
+        return f"FFTConv({self.backend!r})"
+
+
 def fft_conv(u: torch.Tensor, k: torch.Tensor, k_rev: torch.Tensor | None = None,
              backend: str = "auto") -> torch.Tensor:
     """Convolve ``u`` ``(..., C, L)`` with per-channel filters ``k`` (and ``k_rev``) ``(C, >= L)``.
 
-    Returns ``(..., C, L)`` in ``u``'s dtype; see the module docstring for the exact sums.
+    Returns ``(..., C, L)`` in ``u``'s dtype; see the module docstring for the exact sums. Resolves
+    ``backend`` on every call: models hold an ``FFTConv`` instead.
     """
-    return IMPLEMENTATIONS[resolve(backend, u.device)](u, k, k_rev)
+    return implementation(backend, u.device)(u, k, k_rev)

@@ -42,7 +42,7 @@ class FlexBertConfig:
     # mlp
     mlp_type: Literal["mlp", "glu"] = "glu"
     """``glu`` with ``gelu`` is GeGLU, with ``silu`` SwiGLU; ``mlp`` is the classic two-layer MLP."""
-    hidden_activation: Literal["gelu", "gelu_tanh", "silu", "relu"] = "gelu"
+    hidden_activation: Literal["gelu", "gelu_tanh", "silu", "relu", "quick_gelu"] = "gelu"
     mlp_bias: bool = False
     mlp_dropout: float = 0.0
     hidden_dropout: float = 0.0
@@ -57,7 +57,7 @@ class FlexBertConfig:
     final_norm: bool = True
     # MLM head
     head_dense: bool = True
-    head_activation: Literal["gelu", "gelu_tanh", "silu", "relu"] = "gelu"
+    head_activation: Literal["gelu", "gelu_tanh", "silu", "relu", "quick_gelu"] = "gelu"
     head_norm: bool = True
     head_bias: bool = False
     tie_word_embeddings: bool = True
@@ -83,6 +83,14 @@ class FlexBertConfig:
             raise ConfigError("global_attention_every_n_layers", "must be >= 1")
         if not self.unpad and self.attention_backend == "flash_attn":
             raise ConfigError("attention_backend", "flash_attn works on unpadded tokens; set unpad: true")
+        if self.attention_backend == "flash_attn":
+            from bertforge.ops.attention import flash_attn_missing  # lazy: configs load before any model code
+
+            missing = flash_attn_missing()
+            if missing is not None:
+                raise ConfigError("attention_backend", f"flash_attn needs flash-attn on a CUDA GPU ({missing}); "
+                                  "install it with `pip install -e .[gpu]` on a CUDA machine, or use auto, sdpa or "
+                                  "varlen")
         for key in ("embedding_dropout", "attention_dropout", "mlp_dropout", "hidden_dropout"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ConfigError(key, f"{getattr(self, key)} must be in [0, 1)")

@@ -10,7 +10,7 @@ from torch import nn
 from bertforge.models.common.layers import activation, norm
 from bertforge.models.flexbert.config import FlexBertConfig
 from bertforge.ops.alibi import alibi_slopes
-from bertforge.ops.attention import attention
+from bertforge.ops.attention import AttentionBackend
 from bertforge.ops.rotary import Rotary, apply_rotary
 
 
@@ -58,9 +58,12 @@ class Embeddings(nn.Module):
 
 
 class Attention(nn.Module):
-    """Fused-QKV multi-head attention on unpadded tokens; global or sliding-window, RoPE or ALiBi."""
+    """Fused-QKV multi-head attention on unpadded tokens; global or sliding-window, RoPE or ALiBi.
 
-    def __init__(self, cfg: FlexBertConfig, layer: int):
+    ``backend`` (shared by all layers of a model) resolves ``attention_backend`` once per device and dtype.
+    """
+
+    def __init__(self, cfg: FlexBertConfig, layer: int, backend: AttentionBackend | None = None):
         super().__init__()
         self.heads, self.head_dim = cfg.num_attention_heads, cfg.head_dim
         self.Wqkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size, bias=cfg.attention_bias)
@@ -73,7 +76,7 @@ class Attention(nn.Module):
         slopes = alibi_slopes(cfg.num_attention_heads) if cfg.position_encoding == "alibi" else None
         self.register_buffer("alibi_slopes", slopes, persistent=False)
         self.dropout = cfg.attention_dropout
-        self.backend = cfg.attention_backend
+        self.backend = backend if backend is not None else AttentionBackend(cfg.attention_backend)
 
     def forward(self, x: torch.Tensor, layout: SeqLayout) -> torch.Tensor:
         qkv = self.Wqkv(x).view(-1, 3, self.heads, self.head_dim)  # (T, 3, nh, hd)
@@ -85,8 +88,8 @@ class Attention(nn.Module):
                 layout.rope[self.rotary.theta] = self.rotary.cos_sin(layout.positions, qkv.dtype)
             cos, sin = layout.rope[self.rotary.theta]
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        out = attention(q, k, v, layout.cu_seqlens, layout.max_seqlen, backend=self.backend, window=self.window,
-                        alibi_slopes=self.alibi_slopes, dropout_p=self.dropout if self.training else 0.0)
+        out = self.backend(q, k, v, layout.cu_seqlens, layout.max_seqlen, window=self.window,
+                           alibi_slopes=self.alibi_slopes, dropout_p=self.dropout if self.training else 0.0)
         if layout.real is not None:
             out = out.new_zeros(x.shape[0], out.shape[1]).index_copy_(0, layout.real, out)
         return self.Wo(out)  # (T, H)
@@ -115,12 +118,12 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Attention then MLP, each with a residual; norms before (pre-norm) or after (post-norm) the add."""
 
-    def __init__(self, cfg: FlexBertConfig, layer: int):
+    def __init__(self, cfg: FlexBertConfig, layer: int, backend: AttentionBackend | None = None):
         super().__init__()
         self.postnorm = cfg.block_type == "postnorm"
         skip_first = not self.postnorm and layer == 0 and not cfg.first_layer_attn_norm
         self.attn_norm = nn.Identity() if skip_first else _norm(cfg)
-        self.attn = Attention(cfg, layer)
+        self.attn = Attention(cfg, layer, backend)
         self.mlp_norm = _norm(cfg)
         self.mlp = MLP(cfg)
         self.drop = nn.Dropout(cfg.hidden_dropout)

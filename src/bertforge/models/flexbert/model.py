@@ -11,6 +11,7 @@ from bertforge.models.common.layers import PredictionTransform, norm
 from bertforge.models.common.mlm import MLMOutput, sparse_mlm
 from bertforge.models.flexbert.config import FlexBertConfig
 from bertforge.models.flexbert.layers import Block, Embeddings, SeqLayout
+from bertforge.ops.attention import AttentionBackend
 from bertforge.ops.padding import Unpadded, pad, positions_in_sequence, unpad, unpad_info
 
 
@@ -21,7 +22,8 @@ class FlexBertModel(nn.Module):
         super().__init__()
         self.config = cfg
         self.embeddings = Embeddings(cfg)
-        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_hidden_layers))
+        backend = AttentionBackend(cfg.attention_backend)  # one choice of backend for all layers
+        self.layers = nn.ModuleList(Block(cfg, i, backend) for i in range(cfg.num_hidden_layers))
         self.final_norm = norm(cfg.norm_type, cfg.hidden_size, cfg.norm_eps, cfg.norm_bias) if cfg.final_norm \
             else nn.Identity()
 

@@ -15,14 +15,14 @@ import torch
 from torch import nn
 
 from bertforge.models.m2.config import M2BertConfig
-from bertforge.ops.fftconv import fft_conv
+from bertforge.ops.fftconv import FFTConv
 
 
 def positional_features(length: int, emb_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(length, emb_dim)`` filter-MLP inputs [t, cos bands, sin bands] and ``(length, 1)`` t in [0, 1]."""
     t = torch.linspace(0, 1, length)[:, None]  # (L, 1)
     bands = (emb_dim - 1) // 2
-    angle = 2 * math.pi * torch.arange(length, dtype=torch.float32)[:, None] / length  # (L, 1)
+    angle = 2 * math.pi * torch.arange(length, dtype=t.dtype)[:, None] / length  # (L, 1), default dtype as t
     freqs = torch.linspace(1e-4, bands - 1, bands)[None]  # (1, bands)
     return torch.cat([t, torch.cos(freqs * angle), -torch.sin(freqs * angle)], dim=-1), t
 
@@ -36,14 +36,15 @@ def decay_modulation(t: torch.Tensor, channels: int, cfg: M2BertConfig) -> torch
 
 
 class Sine(nn.Module):
-    """sin(freq * x) with one learned frequency per feature."""
+    """sin(mod * freq * x) with one learned frequency per feature and a fixed factor ``mod`` (hyena_w_mod)."""
 
-    def __init__(self, width: int, freq: float):
+    def __init__(self, width: int, freq: float, mod: float = 1.0):
         super().__init__()
         self.freq = nn.Parameter(torch.full((width,), float(freq)))
+        self.mod = float(mod)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sin(self.freq * x)
+        return torch.sin(self.mod * self.freq * x)
 
 
 class FilterMLP(nn.Module):
@@ -68,20 +69,21 @@ class LongConv(nn.Module):
     ``conv(u, k_fwd, k_rev) + D * u``. The filter MLPs (and their shared sine frequencies) carry
     ``_optim = {lr: filter_lr, weight_decay: filter_weight_decay}`` and the positional features
     ``{lr: pos_features_lr, weight_decay: 0}`` for an optimizer that builds groups from such tags.
+    The filters are laid out on ``filter_length`` positions (default ``max_position_embeddings``).
     """
 
     def __init__(self, cfg: M2BertConfig, channels: int):
         super().__init__()
-        self.backend = cfg.fftconv_backend
-        self.max_len = cfg.max_position_embeddings
-        z, t = positional_features(cfg.max_position_embeddings, cfg.filter_emb_dim)
+        self.conv = FFTConv(cfg.fftconv_backend)  # resolved once per device type, not per call
+        self.max_len = cfg.filter_length or cfg.max_position_embeddings
+        z, t = positional_features(self.max_len, cfg.filter_emb_dim)
         if cfg.pos_features_lr > 0:
             self.z = nn.Parameter(z)
             self.z._optim = {"lr": cfg.pos_features_lr, "weight_decay": 0.0}
         else:
             self.register_buffer("z", z)
         self.register_buffer("modulation", decay_modulation(t, channels, cfg), persistent=False)
-        self.sine = Sine(cfg.filter_order, cfg.filter_sine_freq)
+        self.sine = Sine(cfg.filter_order, cfg.filter_sine_freq, cfg.filter_sine_freq_mod)
         mlp = (cfg.filter_emb_dim, cfg.filter_order, channels, cfg.filter_inner_layers)
         self.fwd = FilterMLP(*mlp)
         self.rev = FilterMLP(*mlp) if cfg.bidirectional else None
@@ -94,7 +96,8 @@ class LongConv(nn.Module):
     def filters(self, length: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The ``(C, length)`` forward and reverse filters."""
         if length > self.max_len:
-            raise ValueError(f"M2-BERT: sequence of {length} tokens exceeds max_position_embeddings {self.max_len}")
+            raise ValueError(f"M2-BERT: sequence of {length} tokens exceeds the filter length {self.max_len}; "
+                             "raise model_config.filter_length (default: max_position_embeddings)")
         z, decay = self.z[:length], self.modulation[:length]
         k = (self.fwd(z, self.sine) * decay).t()  # (C, L)
         k_rev = (self.rev(z, self.sine) * decay).t() if self.rev is not None else None
@@ -102,4 +105,4 @@ class LongConv(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:  # (N, C, L) -> (N, C, L)
         k, k_rev = self.filters(u.shape[-1])
-        return fft_conv(u, k, k_rev, backend=self.backend) + u * self.D[:, None]
+        return self.conv(u, k, k_rev) + u * self.D[:, None]
