@@ -80,7 +80,7 @@ def test_filters_do_not_depend_on_the_batch_length():
     k_short, rev_short = conv.filters(11)
     torch.testing.assert_close(k_long[:, :11], k_short, rtol=0, atol=1e-6)
     torch.testing.assert_close(rev_long[:, :11], rev_short, rtol=0, atol=1e-6)
-    with pytest.raises(ValueError, match="exceeds max_position_embeddings 64"):
+    with pytest.raises(ValueError, match="exceeds the filter length 64"):  # filter_length null: max positions
         conv.filters(65)
 
 
@@ -127,7 +127,7 @@ def test_presets_print_published_sizes(preset, published):
     """The published 960-dim config builds 115.6M parameters although it is named "110M" (see docs/m2.md)."""
     from bertforge import registry
     from bertforge.config import load_config
-    from bertforge.train import describe_parameters
+    from bertforge.models.params import describe_parameters
     from tests.conftest import REPO
 
     cfg = load_config(REPO / "yamls" / "pretrain" / f"m2-bert-{preset}.yaml")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from bertforge.config.validate import from_dict
+from bertforge.errors import ConfigError
 from bertforge.models.classifier import ClassifierComposerModel, SequenceClassifier
 from bertforge.models.common.vocab import check_vocab, padded_vocab_size
 from bertforge.models.composer import MaskedLMComposerModel
@@ -23,17 +24,23 @@ def _mlm_module(tokenizer: Any, model_config: dict | None) -> M2BertForMaskedLM:
     return M2BertForMaskedLM(cfg)
 
 
-@models.register("m2_bert")
+@models.register("m2_bert", config_class=M2BertConfig)
 def build_m2_bert_mlm(tokenizer: Any, model_config: dict | None = None) -> MaskedLMComposerModel:
     """M2-BERT (Monarch Mixer) masked LM. ``model_config`` keys are M2BertConfig fields."""
     return MaskedLMComposerModel(_mlm_module(tokenizer, model_config), tokenizer, exporter=None)
 
 
-@classifiers.register("m2_bert")
+@classifiers.register("m2_bert", config_class=M2BertConfig)
 def build_m2_bert_classifier(tokenizer: Any, num_labels: int, model_config: dict | None = None,
                              pooling: Literal["cls", "mean"] = "cls",
-                             classifier_dropout: float = 0.0) -> ClassifierComposerModel:
-    """M2-BERT encoder + a new classification (``num_labels == 1``: regression) head, for GLUE."""
+                             classifier_dropout: float | None = None) -> ClassifierComposerModel:
+    """M2-BERT encoder + a new classification (``num_labels == 1``: regression) head, for GLUE.
+
+    ``classifier_dropout`` (on the pooled output) null: the model's ``hidden_dropout``, as the original.
+    """
     encoder = _mlm_module(tokenizer, model_config).model
-    head = SequenceClassifier(encoder, encoder.config.hidden_size, num_labels, pooling, classifier_dropout)
+    dropout = encoder.config.hidden_dropout if classifier_dropout is None else classifier_dropout
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError("model.classifier_dropout", f"{dropout} must be in [0, 1) (null: hidden_dropout)")
+    head = SequenceClassifier(encoder, encoder.config.hidden_size, num_labels, pooling, dropout)
     return ClassifierComposerModel(head, num_labels, tokenizer)

@@ -21,12 +21,13 @@ class M2BertConfig:
     intermediate_size: int = 3072
     """Width of each half of the GLU MLP (the published configs use 4 * hidden_size)."""
     max_position_embeddings: int = 128
-    """Rows of the learned position table, and the longest sequence the implicit filters cover."""
+    """Rows of the learned position table: the longest sequence (and the filter length unless ``filter_length``)."""
     type_vocab_size: int = 2
     """Token-type (segment) embeddings; 0 turns them off."""
     hidden_dropout: float = 0.1
     """Dropout after the embeddings and inside the MLP (BERT's hidden_dropout_prob)."""
     norm_eps: float = 1e-12
+    """LayerNorm eps of the embeddings and the MLP (BERT's layer_norm_eps)."""
     # sequence mixer
     filter_order: int = 128
     """Width of the implicit filter MLP (hyena_filter_order)."""
@@ -36,8 +37,14 @@ class M2BertConfig:
     """Hidden order x order layers of the filter MLP."""
     filter_sine_freq: float = 10.0
     """Initial frequency of the filter MLP's sine activations (hyena_w)."""
+    filter_sine_freq_mod: float = 1.0
+    """Fixed (not learned) factor on those frequencies: the activations are sin(mod * freq * x) (hyena_w_mod)."""
+    filter_length: int | None = None
+    """Positions the implicit filters are laid out on (long_conv_l_max): t runs from 0 to 1 over them and the
+    sin/cos features and decay follow; null: max_position_embeddings. No sequence may be longer."""
     filter_decay_fast: float = 0.3
-    """Exponential modulation: the fastest channel decays to ``filter_decay_target`` at this fraction of max length."""
+    """Exponential modulation: the fastest channel decays to ``filter_decay_target`` at this fraction of the
+    filter length."""
     filter_decay_slow: float = 1.5
     """... and the slowest channel at this fraction."""
     filter_decay_target: float = 1e-2
@@ -61,6 +68,14 @@ class M2BertConfig:
     """Weight decay of the filter MLPs (hyena_wd)."""
     pos_features_lr: float = 1e-5
     """Learning rate of the filters' positional features (hyena_lr_pos_emb); 0 freezes them as a buffer."""
+    # MLM head
+    head_activation: Literal["gelu", "gelu_tanh", "silu", "relu"] = "gelu"
+    """Activation of the MLM head's dense transform (the original's hidden_act; gelu is the exact erf GELU)."""
+    head_norm_eps: float = 1e-12
+    """LayerNorm eps of the MLM head's transform (the original fixes it at 1e-12, whatever norm_eps is)."""
+    mlm_targets: Literal["positive", "not_ignored"] = "positive"
+    """Tokens the MLM head and loss see: ``positive``, labels > 0 (the original: a label of 0 is never a
+    target); ``not_ignored``, every label except -100."""
     # initialisation
     init_std: float = 0.02
 
@@ -70,6 +85,11 @@ class M2BertConfig:
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(key, f"{getattr(self, key)} must be >= 1")
+        if self.filter_length is not None and self.filter_length < 1:
+            raise ConfigError("filter_length", f"{self.filter_length} must be >= 1 (null: max_position_embeddings)")
+        for key in ("filter_sine_freq_mod", "head_norm_eps", "norm_eps"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(key, f"{getattr(self, key)} must be > 0")
         if self.type_vocab_size < 0 or self.filter_inner_layers < 0:
             key = "type_vocab_size" if self.type_vocab_size < 0 else "filter_inner_layers"
             raise ConfigError(key, f"{getattr(self, key)} must be >= 0")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bertforge.data.mlm import IGNORE_INDEX
 from bertforge.models.common.layers import PredictionTransform
 from bertforge.models.common.mlm import MLMOutput, sparse_mlm
 from bertforge.models.m2.config import M2BertConfig
@@ -48,14 +49,18 @@ class M2BertModel(nn.Module):
 
 
 class M2BertForMaskedLM(nn.Module):
-    """Encoder + BERT prediction transform + tied decoder; with labels, only masked tokens reach the head."""
+    """Encoder + BERT prediction transform + tied decoder; with labels, only the targets reach the head.
+
+    Targets are the tokens with a label > 0 (``mlm_targets: positive``, as the original) or every label
+    but -100 (``not_ignored``).
+    """
 
     def __init__(self, cfg: M2BertConfig):
         super().__init__()
         self.config = cfg
         self.model = M2BertModel(cfg)
-        self.head = PredictionTransform(cfg.hidden_size, dense=True, act="gelu", use_norm=True, norm_kind="layernorm",
-                                        eps=cfg.norm_eps, norm_bias=True, dense_bias=True)
+        self.head = PredictionTransform(cfg.hidden_size, dense=True, act=cfg.head_activation, use_norm=True,
+                                        norm_kind="layernorm", eps=cfg.head_norm_eps, norm_bias=True, dense_bias=True)
         self.decoder = nn.Linear(cfg.hidden_size, cfg.vocab_size)
         init_weights(self, cfg)
         self.decoder.weight = self.model.embeddings.tok_embeddings.weight
@@ -65,7 +70,9 @@ class M2BertForMaskedLM(nn.Module):
         hidden, info = self.model.forward_tokens(input_ids, attention_mask, token_type_ids)
         if labels is None:
             return MLMOutput(pad(self.decoder(self.head(hidden)), info), None, None)
-        flat_labels = unpad(labels, info)
+        flat_labels = unpad(labels, info)  # (T,)
+        if self.config.mlm_targets == "positive":
+            flat_labels = flat_labels.masked_fill(flat_labels <= 0, IGNORE_INDEX)
         return sparse_mlm(hidden, flat_labels, self.head, self.decoder)
 
 
