@@ -23,11 +23,13 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 install: $(VENV)/.installed
 
-$(SAMPLE_MDS)/train/index.json: $(VENV)/.installed data/sample/tinyshakespeare.txt
+# the quickstart tokenizer (4096 WordPiece tokens, lowercase) is trained once here, with the data; runs with
+# tokenizer.name null and these settings use it (training it again would give the same tokenizer)
+$(SAMPLE_MDS)/tokenizer/tokenizer.json: $(VENV)/.installed data/sample/tinyshakespeare.txt
 	$(PY) convert_dataset.py --input data/sample/tinyshakespeare.txt --doc-separator blank \
-		--out $(SAMPLE_MDS) --splits train,val --val-ratio 0.05 --overwrite
+		--out $(SAMPLE_MDS) --splits train,val --val-ratio 0.05 --train-tokenizer 4096 --overwrite
 
-sample-data: $(SAMPLE_MDS)/train/index.json
+sample-data: $(SAMPLE_MDS)/tokenizer/tokenizer.json
 
 quickstart: sample-data
 	$(VENV)/bin/composer -n 1 main.py $(QUICKSTART_YAML) $(ARGS)

@@ -235,3 +235,23 @@ def test_cli_missing_input_one_line_exit_2(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(missing) in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_train_tokenizer_beside_the_splits(tmp_path, small_text):
+    path, _ = small_text
+    out = tmp_path / "out"
+    meta = main(["--input", str(path), "--doc-separator", "blank", "--out", str(out), "--splits", "val,train",
+                 "--train-tokenizer", "200", "--cased"])
+    assert meta["format"] == "text" and meta["tokenizer"] is None
+    assert meta["trained_tokenizer"] == {"path": "tokenizer", "split": "train", "vocab_size": 200, "lowercase": False}
+    assert json.loads((out / META_NAME).read_text()) == meta
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(out / "tokenizer"))
+    assert len(tok) == 200 and "R" in tok.tokenize("Romeo")[0]  # cased
+    with pytest.raises(UserError, match=r"tokenizer.*--overwrite"):
+        convert(path, out, doc_separator="blank", train_tokenizer=200)
+    with pytest.raises(UserError, match="--train-tokenizer 200: needs text mode"):
+        convert(path, tmp_path / "ids", tokenizer=str(TOKENIZER), train_tokenizer=200)
+    with pytest.raises(UserError, match="--cased: only applies to --train-tokenizer"):
+        main(["--input", str(path), "--out", str(tmp_path / "x"), "--cased"])

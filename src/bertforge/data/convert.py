@@ -2,6 +2,8 @@
 
 Text mode writes ``{'text': 'str'}``; token mode writes ``{'input_ids': 'ndarray:uint32'}`` without special
 tokens (the reader adds [CLS]/[SEP]). ``bertforge_meta.json`` next to the split folders records the settings.
+``--train-tokenizer N`` (text mode) also trains an N-token WordPiece tokenizer on the train split and saves it in
+``{out}/tokenizer/``, the one a run with ``tokenizer.name: null`` and the same settings would train.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from bertforge.data.mds_checks import DATA_TOKENIZER_DIR as TOKENIZER_DIR
+from bertforge.data.mds_checks import META_FILE as META_NAME
 from bertforge.errors import UserError
 
-META_NAME = "bertforge_meta.json"
 HF_MARKERS = ("dataset_dict.json", "state.json", "dataset_info.json")
 JSONL_SUFFIXES = (".jsonl", ".json")
 SPLIT_ALIASES = {"val": ("validation", "valid", "dev"), "validation": ("val", "valid", "dev")}
@@ -221,14 +224,10 @@ def _load_tokenizer(name: str) -> Any:
     path = Path(name).expanduser()
     if name.startswith(("/", "./", "../", "~")) and not path.exists():
         raise UserError(f"--tokenizer {name}: no such folder; pass a tokenizer folder or a Hub name")
-    from transformers import AutoTokenizer
+    from bertforge.data.tokenizer import load_tokenizer
 
-    try:
-        with _quiet_hub():
-            return AutoTokenizer.from_pretrained(str(path) if path.exists() else name)
-    except Exception as err:  # bad folder, no network, not a tokenizer
-        raise UserError(f"--tokenizer {name}: cannot load it ({_first_line(err)}); pass a local "
-                        "tokenizer folder, or a Hub name (needs network)") from None
+    with _quiet_hub():  # token ids only: no special token is required here (the run checks its own needs)
+        return load_tokenizer(str(path) if path.exists() else name, key="--tokenizer", required=())
 
 
 def _encode(tokenizer: Any, texts: list[str]) -> list[np.ndarray]:
@@ -273,7 +272,7 @@ class _Packer:
 
 
 def _check_options(doc_separator: str, num_workers: int, tokenizer: str | None, concat_tokens: int | None,
-                   shard_size: int | str, compression: str | None) -> int:
+                   shard_size: int | str, compression: str | None, train_tokenizer: int | None) -> int:
     """Validate the simple options; return the shard size limit in bytes."""
     from streaming.base.compression import get_compressions
     from streaming.base.util import bytes_to_int
@@ -284,6 +283,9 @@ def _check_options(doc_separator: str, num_workers: int, tokenizer: str | None, 
         raise UserError(f"--num-workers {num_workers}: must be at least 1")
     if concat_tokens is not None and (tokenizer is None or concat_tokens < 1):
         raise UserError(f"--concat-tokens {concat_tokens}: needs --tokenizer and a positive length")
+    if train_tokenizer is not None and (tokenizer is not None or train_tokenizer < 32):
+        raise UserError(f"--train-tokenizer {train_tokenizer}: needs text mode (no --tokenizer) and a vocabulary "
+                        "size of at least 32")
     try:
         size_limit = bytes_to_int(shard_size)
     except (ValueError, TypeError, AttributeError):
@@ -301,10 +303,13 @@ def convert(inputs: Sequence[str | Path] | str | Path | None, out: str | Path, *
             val_ratio: float = 0.05, seed: int = 17, text_field: str = "text", doc_separator: str = "line",
             concat_tokens: int | None = None, shard_size: int | str = "64mb", compression: str | None = None,
             num_workers: int = 1, overwrite: bool = False, split_inputs: dict[str, Any] | None = None,
-            hf_dataset: str | None = None, hf_config: str | None = None) -> dict[str, Any]:
+            hf_dataset: str | None = None, hf_config: str | None = None, train_tokenizer: int | None = None,
+            lowercase: bool = True) -> dict[str, Any]:
     """Write ``{out}/{split}/`` MDS shards plus ``{out}/bertforge_meta.json``; return the meta dict.
 
     ``split_inputs`` maps split names to a path or list of paths and replaces ``inputs`` and ``splits``.
+    ``train_tokenizer`` (a vocabulary size) also trains a WordPiece tokenizer (``lowercase``) on the 'train'
+    split (else the first) into ``{out}/tokenizer/``.
     """
     from streaming import MDSWriter
 
@@ -315,13 +320,17 @@ def convert(inputs: Sequence[str | Path] | str | Path | None, out: str | Path, *
         split_inputs = {str(k): [str(p) for p in ([v] if isinstance(v, (str, Path)) else v)]
                         for k, v in split_inputs.items()}
     names = _parse_splits(list(split_inputs) if split_inputs else splits)
-    size_limit = _check_options(doc_separator, num_workers, tokenizer, concat_tokens, shard_size, compression)
+    size_limit = _check_options(doc_separator, num_workers, tokenizer, concat_tokens, shard_size, compression,
+                                train_tokenizer)
+    if train_tokenizer is not None and TOKENIZER_DIR in names:
+        raise UserError(f"--splits: a split named '{TOKENIZER_DIR}' would hold the trained tokenizer; rename it")
     jobs = _plan(inputs, split_inputs, (hf_dataset, hf_config) if hf_dataset else None,
                  names, text_field, doc_separator)
     if any(split is None for split, _ in jobs) and not 0 < val_ratio < 1:
         raise UserError(f"--val-ratio {val_ratio}: must be between 0 and 1 (exclusive)")
     out = Path(out).expanduser()
-    for target in (out / n for n in names):
+    targets = [out / n for n in names] + ([out / TOKENIZER_DIR] if train_tokenizer is not None else [])
+    for target in targets:
         if target.exists() and (not target.is_dir() or any(target.iterdir())) and not overwrite:
             raise UserError(f"{target}: output exists and is not empty; pass --overwrite to replace it")
     tok = _load_tokenizer(tokenizer) if tokenizer else None
@@ -346,7 +355,7 @@ def convert(inputs: Sequence[str | Path] | str | Path | None, out: str | Path, *
             raise UserError(f"only {count} document in {', '.join(sources)}: too few for "
                             f"--splits {','.join(names)}; add data or use --splits {names[0]}")
 
-    for target in (out / n for n in names):
+    for target in targets:
         if target.is_dir():
             shutil.rmtree(target)
         elif target.exists():
@@ -390,9 +399,22 @@ def convert(inputs: Sequence[str | Path] | str | Path | None, out: str | Path, *
     meta = {"format": "tokens" if tok is not None else "text", "tokenizer": tokenizer,
             "vocab_size": len(tok) if tok is not None else None, "text_field": text_field,
             "doc_separator": doc_separator, "concat_tokens": concat_tokens, "inputs": sources,
-            "splits": written}
+            "splits": written, "trained_tokenizer": None}
+    if train_tokenizer is not None:
+        meta["trained_tokenizer"] = _train_tokenizer(out, "train" if "train" in names else names[0],
+                                                     train_tokenizer, lowercase)
     (out / META_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return meta
+
+
+def _train_tokenizer(out: Path, split: str, vocab_size: int, lowercase: bool) -> dict[str, Any]:
+    """Train the WordPiece tokenizer on the written ``split`` as a run would; return its meta record."""
+    from bertforge.data.tokenizer import MDSTexts, data_tokenizer_meta, train_wordpiece
+
+    print(f"training a {vocab_size}-token WordPiece tokenizer on {out / split}", file=sys.stderr)
+    tok = train_wordpiece(MDSTexts(str(out / split)), vocab_size, lowercase)
+    tok.save_pretrained(str(out / TOKENIZER_DIR))
+    return data_tokenizer_meta(split, vocab_size, lowercase)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -433,7 +455,12 @@ def main(argv: list[str]) -> dict[str, Any]:
     p.add_argument("--compression", default=None, help="shard compression, e.g. zstd")
     p.add_argument("--num-workers", type=int, default=1, help="tokenizer processes")
     p.add_argument("--overwrite", action="store_true", help="replace existing output split folders")
+    p.add_argument("--train-tokenizer", type=int, metavar="VOCAB_SIZE",
+                   help="also train a WordPiece tokenizer on the train split into OUT/tokenizer (text mode)")
+    p.add_argument("--cased", action="store_true", help="--train-tokenizer: keep case (default: lowercase)")
     args = p.parse_args(argv)
+    if args.cased and args.train_tokenizer is None:
+        raise UserError("--cased: only applies to --train-tokenizer VOCAB_SIZE; add it or drop --cased")
     split_inputs = _parse_split_inputs(args.split_input)
     if split_inputs and args.splits is not None and _parse_splits(args.splits) != list(split_inputs):
         raise UserError(f"--splits {args.splits}: with --split-input the splits are "
@@ -443,7 +470,7 @@ def main(argv: list[str]) -> dict[str, Any]:
                    doc_separator=args.doc_separator, concat_tokens=args.concat_tokens,
                    shard_size=args.shard_size, compression=args.compression, num_workers=args.num_workers,
                    overwrite=args.overwrite, split_inputs=split_inputs, hf_dataset=args.hf_dataset,
-                   hf_config=args.hf_config)
+                   hf_config=args.hf_config, train_tokenizer=args.train_tokenizer, lowercase=not args.cased)
     counts = ", ".join(f"{k}={v}" for k, v in meta["splits"].items())
     print(f"wrote {args.out} ({meta['format']}): {counts}", file=sys.stderr)
     return meta

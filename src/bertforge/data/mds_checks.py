@@ -8,6 +8,8 @@ import os
 from bertforge.errors import UserError
 
 META_FILE = "bertforge_meta.json"
+DATA_TOKENIZER_DIR = "tokenizer"
+"""Folder, beside the split folders, of the tokenizer ``convert_dataset.py --train-tokenizer`` trains."""
 
 
 def split_dir(local: str, split: str | None) -> str:

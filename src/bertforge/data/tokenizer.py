@@ -1,48 +1,96 @@
-"""Load a Hugging Face tokenizer, or train a WordPiece tokenizer on the train split and save it."""
+"""Load a Hugging Face tokenizer, or train a WordPiece tokenizer on the train split (deterministically)."""
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from bertforge.data.mds_checks import DATA_TOKENIZER_DIR, read_meta, split_dir
 from bertforge.errors import UserError
 
+if TYPE_CHECKING:  # transformers is imported where it is used: training alone needs only `tokenizers`
+    from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-REQUIRED = ("pad_token", "mask_token", "cls_token", "sep_token")
+REQUIRED = ("pad_token", "mask_token", "cls_token", "sep_token")  # what MLM needs
+CLASSIFIER_REQUIRED = ("pad_token", "cls_token", "sep_token")  # sentence (pair) classification
+PREFIX = "##"
+
+log = logging.getLogger(__name__)
 
 
-def load_tokenizer(name: str, key: str = "tokenizer.name") -> PreTrainedTokenizerBase:
-    """``AutoTokenizer.from_pretrained(name)``, checked to have the special tokens MLM needs."""
+def load_tokenizer(name: str, key: str = "tokenizer.name",
+                   required: tuple[str, ...] = REQUIRED) -> PreTrainedTokenizerBase:
+    """``AutoTokenizer.from_pretrained(name)``, checked to have the ``required`` special tokens (default:
+    the ones MLM needs). Every tokenizer bertforge loads goes through here; errors are one line naming ``key``."""
+    from transformers import AutoTokenizer
+
     try:
         tok = AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0]
         raise UserError(f"{key}: cannot load tokenizer '{name}' ({first}); give a local folder or a Hub name") from None
-    missing = [t for t in REQUIRED if getattr(tok, t) is None]
+    missing = [t for t in required if getattr(tok, t) is None]
     if missing:
-        raise UserError(f"{key}: tokenizer '{name}' has no {', '.join(missing)}; MLM needs pad, mask, cls and sep")
+        raise UserError(f"{key}: tokenizer '{name}' has no {', '.join(missing)}; this use needs "
+                        f"{', '.join(t.removesuffix('_token') for t in required)}")
     return tok
 
 
-def train_wordpiece(texts: Iterator[str], vocab_size: int, lowercase: bool = True) -> PreTrainedTokenizerFast:
-    """Train a BERT-style WordPiece tokenizer on ``texts`` with the ``tokenizers`` library."""
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+def _bert_pipeline(model: models.Model, lowercase: bool) -> Tokenizer:
+    tok = Tokenizer(model)
     tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS))
-    tok.train_from_iterator(texts, trainer=trainer)
-    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    return tok
+
+
+def _continuation_chars(tok: Tokenizer, texts: Iterable[str]) -> list[str]:
+    """The characters that follow the first one in some word of ``texts`` (as ``tok`` splits words), sorted."""
+    chars: set[str] = set()
+    for text in texts:
+        for word, _ in tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text)):
+            chars.update(word[1:])
+    return sorted(chars)
+
+
+def train_wordpiece_backend(texts: Iterable[str], vocab_size: int, lowercase: bool = True) -> Tokenizer:
+    """Train a BERT-style WordPiece ``tokenizers.Tokenizer`` on ``texts``; the same texts give the same
+    tokenizer.json in every process.
+
+    The ``tokenizers`` trainer numbers the '##c' pieces in hash order (a new order in each process) and
+    breaks count ties by id, so the vocabulary itself changed from run to run. Passing every '##c' piece,
+    sorted, among the trainer's special tokens numbers them first in a fixed order; they are then made
+    ordinary vocabulary again. ``texts`` is read twice (a one-shot iterator is read into a list first).
+    """
+    if iter(texts) is texts:
+        texts = list(texts)
+    trained = _bert_pipeline(models.WordPiece(unk_token="[UNK]"), lowercase)
+    pieces = [PREFIX + c for c in _continuation_chars(trained, texts)]
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=[*SPECIAL_TOKENS, *pieces],
+                                        continuing_subword_prefix=PREFIX)
+    trained.train_from_iterator(texts, trainer=trainer)
+    vocab = trained.get_vocab(with_added_tokens=False)
+    tok = _bert_pipeline(models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix=PREFIX), lowercase)
+    tok.add_special_tokens(list(SPECIAL_TOKENS))  # the real special tokens only: the pieces stay ordinary
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
     )
-    tok.decoder = decoders.WordPiece(prefix="##")
+    tok.decoder = decoders.WordPiece(prefix=PREFIX)
+    return tok
+
+
+def train_wordpiece(texts: Iterable[str], vocab_size: int, lowercase: bool = True) -> PreTrainedTokenizerFast:
+    """:func:`train_wordpiece_backend` wrapped as a transformers fast tokenizer."""
+    from transformers import PreTrainedTokenizerFast
+
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
+        tokenizer_object=train_wordpiece_backend(texts, vocab_size, lowercase),
         unk_token="[UNK]",
         pad_token="[PAD]",
         cls_token="[CLS]",
@@ -68,14 +116,54 @@ def iter_mds_texts(folder: str, limit: int | None = None) -> Iterator[str]:
         yield sample["text"]
 
 
-def tokenizer_for_run(name: str | None, train_folder: str, save_dir: str, vocab_size: int,
-                      lowercase: bool, max_docs: int | None) -> PreTrainedTokenizerBase:
-    """The run's tokenizer: loaded when ``name`` is set, else trained on ``train_folder`` (or reused
-    from ``save_dir`` when an earlier attempt of this run already trained it) and saved to ``save_dir``."""
+class MDSTexts:
+    """The ``text`` column of a local MDS split as an iterable that can be read more than once."""
+
+    def __init__(self, folder: str, limit: int | None = None):
+        self.folder, self.limit = folder, limit
+
+    def __iter__(self) -> Iterator[str]:
+        return iter_mds_texts(self.folder, self.limit)
+
+
+def data_tokenizer_meta(split: str, vocab_size: int, lowercase: bool) -> dict[str, Any]:
+    """The ``trained_tokenizer`` record of ``bertforge_meta.json``: where the tokenizer is and how it was trained."""
+    return {"path": DATA_TOKENIZER_DIR, "split": split, "vocab_size": vocab_size, "lowercase": lowercase}
+
+
+def data_tokenizer(local: str, train_folder: str, vocab_size: int, lowercase: bool,
+                   max_docs: int | None) -> str | None:
+    """The folder of the tokenizer ``convert_dataset.py --train-tokenizer`` stored with the MDS data at ``local``
+    when it is the one a run would train (on ``train_folder`` with these settings, all documents), else None."""
+    record = read_meta(local).get("trained_tokenizer")
+    if not record or max_docs is not None:
+        return None
+    trained_on = os.path.normpath(split_dir(local, record.get("split")))
+    if (trained_on, record.get("vocab_size"), record.get("lowercase")) != (
+            os.path.normpath(train_folder), vocab_size, lowercase):
+        return None
+    folder = os.path.join(local, record.get("path", DATA_TOKENIZER_DIR))
+    if not os.path.isfile(os.path.join(folder, "tokenizer.json")):
+        raise UserError(f"{local}/bertforge_meta.json names the tokenizer {folder}, which is missing; "
+                        "re-run convert_dataset.py --train-tokenizer")
+    return folder
+
+
+def tokenizer_for_run(name: str | None, train_folder: str, save_dir: str, vocab_size: int, lowercase: bool,
+                      max_docs: int | None, data_root: str | None = None) -> PreTrainedTokenizerBase:
+    """The run's tokenizer: loaded when ``name`` is set; else reused from ``save_dir`` when an earlier attempt
+    of this run saved it, else the one stored with the MDS data at ``data_root`` when it is the one this run
+    would train (:func:`data_tokenizer`), else trained on ``train_folder``; saved to ``save_dir``."""
     if name:
         return load_tokenizer(name)
     if os.path.isfile(os.path.join(save_dir, "tokenizer.json")):
         return load_tokenizer(save_dir, key="tokenizer (saved with the run)")
-    tok = train_wordpiece(iter_mds_texts(train_folder, max_docs), vocab_size, lowercase)
+    from_data = data_root and data_tokenizer(data_root, train_folder, vocab_size, lowercase, max_docs)
+    if from_data:
+        log.info("tokenizer: the one trained with the data, %s", from_data)
+        tok = load_tokenizer(from_data, key="tokenizer (trained with the data)")
+    else:
+        log.info("tokenizer: training a %d-token WordPiece tokenizer on %s", vocab_size, train_folder)
+        tok = train_wordpiece(MDSTexts(train_folder, max_docs), vocab_size, lowercase)
     tok.save_pretrained(save_dir)
     return tok
