@@ -31,6 +31,16 @@ def write_mds(folder: Path, docs: list[str]) -> None:
             writer.write({"text": doc})
 
 
+@pytest.fixture
+def clean_registries(monkeypatch):
+    """Give every registry a copy of its entries, so names registered by a test vanish after it."""
+    from bertforge import registry
+
+    registry.models.names()  # load the built-ins into the entries being copied
+    for reg in registry.ALL.values():
+        monkeypatch.setattr(reg, "_entries", dict(reg._entries))
+
+
 @pytest.fixture(scope="session")
 def sample_mds(tmp_path_factory) -> Path:
     """train (1200 docs) and val (120 docs) MDS splits of tiny-shakespeare."""

@@ -22,6 +22,7 @@ def test_registry_names():
         "runtime_estimator", "speed_monitor", "throughput_mfu",
     ]
     assert registry.loggers.names() == ["mlflow", "tensorboard", "wandb"]
+    assert registry.collators.names() == ["mlm"]
 
 
 @pytest.mark.parametrize("kind", ["callbacks", "schedulers"])

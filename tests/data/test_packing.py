@@ -84,6 +84,16 @@ def test_drop_last_drops_only_the_tail():
         assert torch.equal(a["input_ids"], b["input_ids"])
 
 
+def test_one_document_per_row_packs_like_plain_padding():
+    docs = [d[:16] for d in _docs(20, seed=3, longest=64) if len(d) >= 16][:4]  # rows of exactly 16 tokens
+    collate = _collator()
+    packed = collate.collate_packed([[d] for d in docs], 16)
+    padded = collate([{"input_ids": d} for d in docs])
+    assert (packed["labels"] != -100).any()
+    for key in ("input_ids", "attention_mask", "labels"):
+        assert torch.equal(packed[key], padded[key]), key
+
+
 def _run(batches: TokenBudgetBatches, n: int) -> list[torch.Tensor]:
     it = iter(batches)
     return [next(it)["input_ids"] for _ in range(n)]

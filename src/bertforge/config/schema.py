@@ -48,11 +48,14 @@ class DatasetConfig:
 
 @dataclass
 class LoaderConfig:
-    """One dataloader: its dataset, the MLM masking rate and torch DataLoader settings."""
+    """One dataloader: its dataset, its collator, the MLM masking rate and torch DataLoader settings."""
 
     dataset: DatasetConfig
+    collator: dict = field(default_factory=lambda: {"name": "mlm"})
+    """Registry collator block ``{name: ..., **kwargs}``: turns samples into a batch. Its builder is also given the
+    tokenizer, ``mlm_probability`` and whether masks must be deterministic (eval); ``mlm`` is BERT masking."""
     mlm_probability: float = 0.15
-    """Fraction of real tokens selected for masking (80% [MASK], 10% random, 10% kept)."""
+    """Fraction of real tokens selected for masking (80% [MASK], 10% random, 10% kept), given to the collator."""
     packing: bool = False
     """Pack documents into batches of a fixed token budget: each batch is exactly the device batch size in
     rows of max_seq_len slots, filled with whole documents; attention stays inside each document (needs a
@@ -102,6 +105,9 @@ class TrainConfig:
     train_loader: LoaderConfig
     max_duration: str
     """Training length as a Composer time: '1000ba', '1ep', '10000000tok'."""
+    code_paths: list[str] = field(default_factory=list)
+    """Python files imported before validation, so that the components they register (``@registry.models.register
+    ("toy")``, optimizers, callbacks, ...) can be named in this YAML. Paths are relative to the working directory."""
     max_seq_len: int = 128
     """Tokens per sequence, [CLS] and [SEP] included; longer documents are truncated."""
     run_name: str = "bertforge-run"

@@ -106,7 +106,7 @@ def from_dict(cls: type, data: dict, key: str = "") -> Any:
         if name not in fields:
             raise ConfigError(
                 join_key(key, name),
-                f"unknown key{did_you_mean(name, fields)}; valid keys here: {', '.join(sorted(fields))}",
+                f"unknown key{did_you_mean(name, fields)}; {_valid_keys(fields)}",
             )
     kwargs = {}
     for name, field in fields.items():
@@ -144,10 +144,40 @@ def check_kwargs(fn: Callable, kwargs: dict, key: str, skip: tuple[str, ...] = (
                 continue
             raise ConfigError(
                 join_key(key, name),
-                f"unknown key{did_you_mean(name, params)}; valid keys here: {', '.join(sorted(params))}",
+                f"unknown key{did_you_mean(name, params)}; {_valid_keys(params)}",
             )
         out[name] = coerce(value, hints.get(name, Any), join_key(key, name))
     for name, p in params.items():
         if p.default is inspect.Parameter.empty and name not in kwargs:
             raise ConfigError(join_key(key, name), "required key is missing; add it to the YAML")
     return out
+
+
+def check_config(cls: type, data: dict, key: str) -> Any:
+    """Construct config class ``cls`` from ``data`` so that its own checks run; errors name ``key.<field>``.
+
+    ``cls`` is a dataclass (checked by :func:`from_dict`) or a class such as a transformers config that
+    takes any keyword: there the keys must be ``__init__`` parameters or attributes of a default
+    instance, and a value must have the type of that attribute's default.
+    """
+    if dataclasses.is_dataclass(cls):
+        return from_dict(cls, data, key)
+    defaults = cls()
+    attrs = defaults.to_dict() if hasattr(defaults, "to_dict") else vars(defaults)
+    params = inspect.signature(cls).parameters.values()
+    known = {**{p.name: None for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}, **attrs}
+    for name, value in data.items():
+        if name not in known:
+            raise ConfigError(join_key(key, name), f"unknown key for {cls.__name__}{did_you_mean(name, known)}")
+        default = known[name]
+        if value is not None and isinstance(default, (bool, int, float, str)):
+            coerce(value, type(default), join_key(key, name))
+    try:
+        return cls(**data)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(key, f"{cls.__name__} rejects these values: {str(err).strip().splitlines()[0]}") from None
+
+
+def _valid_keys(names) -> str:
+    """The tail of an unknown-key error: the keys a block takes, or that it takes none."""
+    return f"valid keys here: {', '.join(sorted(names))}" if names else "this block takes no other keys"

@@ -1,14 +1,39 @@
-"""Masked-language-model collation: pad a batch, choose tokens to predict, corrupt them 80/10/10."""
+"""Masked-language-model collation: pad a batch, choose tokens to predict, corrupt them 80/10/10.
+
+Also the collator interface. A collator, registered in ``bertforge.registry.collators`` and named in a
+loader's ``collator: {name: ..., **kwargs}`` block, is built as ``builder(tokenizer, mlm_probability,
+deterministic, **kwargs)`` (``deterministic``: eval masks must depend only on the batch) and turns a
+list of ``{'input_ids': [...]}`` samples into a batch dict. A loader with ``packing: true`` also needs
+``collate_packed(rows, width)``, which batches rows that each hold several whole documents.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 
+from bertforge.data.packing import packed_rows
+from bertforge.registry import collators
+
 IGNORE_INDEX = -100
+
+
+class Collator(Protocol):
+    """What a registered collator builds: a callable from samples to a batch of tensors."""
+
+    def __call__(self, samples: Sequence[dict]) -> dict[str, torch.Tensor]: ...
+
+
+@runtime_checkable
+class PackingCollator(Collator, Protocol):
+    """A collator that also batches packed rows: ``rows[r]`` lists the documents (token ids) of row ``r``,
+    laid out in ``width`` slots; the batch's ``attention_mask`` holds 0 for padding and 1, 2, ... per document."""
+
+    def collate_packed(self, rows: Sequence[Sequence[Sequence[int]]], width: int) -> dict[str, torch.Tensor]: ...
 
 
 @dataclass
@@ -73,14 +98,21 @@ class MLMCollator:
         corrupted = torch.where(to_random, self._replacement_ids[picks], corrupted)
         return corrupted, labels
 
-    def __call__(self, samples: Sequence[dict]) -> dict[str, torch.Tensor]:
-        input_ids, attention_mask = self.pad(samples)
+    def _batch(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         corrupted, labels = self.mask(input_ids, attention_mask)
         return {"input_ids": corrupted, "attention_mask": attention_mask, "labels": labels}
 
+    def __call__(self, samples: Sequence[dict]) -> dict[str, torch.Tensor]:
+        return self._batch(*self.pad(samples))
 
-def collator_for_tokenizer(tokenizer, mlm_probability: float, deterministic: bool = False) -> MLMCollator:
-    """An MLM collator for a Hugging Face tokenizer."""
+    def collate_packed(self, rows: Sequence[Sequence[Sequence[int]]], width: int) -> dict[str, torch.Tensor]:
+        """A batch of packed rows (lists of documents): corrupted ids, segment-id attention mask, labels."""
+        return self._batch(*packed_rows(rows, width, self.pad_token_id))
+
+
+@collators.register("mlm")
+def build_mlm_collator(tokenizer, mlm_probability: float, deterministic: bool) -> MLMCollator:
+    """BERT masking of mlm_probability of the real tokens (80% [MASK], 10% random, 10% kept); supports packing."""
     return MLMCollator(
         pad_token_id=tokenizer.pad_token_id,
         mask_token_id=tokenizer.mask_token_id,

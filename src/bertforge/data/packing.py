@@ -15,13 +15,14 @@ the main process (``num_workers: 0``); with workers, the stream resumes at the d
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from composer.utils import dist
 from torch.utils.data import IterableDataset
 
-from bertforge.data.mlm import MLMCollator
+if TYPE_CHECKING:  # mlm imports this module
+    from bertforge.data.mlm import PackingCollator
 
 
 class RowPacker:
@@ -62,21 +63,15 @@ def packed_rows(rows: Sequence[Sequence[Sequence[int]]], width: int, pad_token_i
     return input_ids, segments
 
 
-def collate_packed(collator: MLMCollator, rows: Sequence[Sequence[Sequence[int]]], width: int) -> dict:
-    """An MLM batch of packed rows: corrupted ids, segment-id attention mask, labels."""
-    input_ids, segments = packed_rows(rows, width, collator.pad_token_id)
-    corrupted, labels = collator.mask(input_ids, segments)
-    return {"input_ids": corrupted, "attention_mask": segments, "labels": labels}
-
-
 class TokenBudgetBatches(IterableDataset):
-    """Packed MLM batches of exactly ``rows x max_seq_len`` slots from a stream of ``{'input_ids'}`` documents.
+    """Packed batches of exactly ``rows x max_seq_len`` slots from a stream of ``{'input_ids'}`` documents.
 
-    ``documents`` is a (streaming) dataset yielding one document per item; its ``state_dict`` and
-    ``load_state_dict`` are wrapped so that Composer checkpoints and resumes the packing exactly.
+    Each batch is ``collator.collate_packed(rows, max_seq_len)``. ``documents`` is a (streaming) dataset
+    yielding one document per item; its ``state_dict`` and ``load_state_dict`` are wrapped so that Composer
+    checkpoints and resumes the packing exactly.
     """
 
-    def __init__(self, documents, rows: int, max_seq_len: int, collator: MLMCollator, lookahead: int = 8,
+    def __init__(self, documents, rows: int, max_seq_len: int, collator: PackingCollator, lookahead: int = 8,
                  drop_last: bool = True, tracks_position: bool = True) -> None:
         self.documents = documents
         self.rows, self.max_seq_len, self.collator = rows, max_seq_len, collator
@@ -111,7 +106,7 @@ class TokenBudgetBatches(IterableDataset):
                     self._carry.append(doc)
             if packer.documents == 0 or (exhausted and self.drop_last):
                 break  # the stream's tail does not fill a whole batch
-            yield collate_packed(self.collator, packer.rows, self.max_seq_len)
+            yield self.collator.collate_packed(packer.rows, self.max_seq_len)
 
     def state_dict(self, num_samples: int, from_beginning: bool) -> dict[str, Any]:
         """The stream's state at the slowest rank, plus every rank's documents to skip and carried documents."""

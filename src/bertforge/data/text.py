@@ -1,4 +1,4 @@
-"""Stream MDS text (raw or token ids) as tokenized sequences, and build MLM dataloaders."""
+"""Stream MDS text (raw or token ids) as tokenized sequences, and build dataloaders with the configured collator."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import torch
 from streaming import StreamingDataset
 from torch.utils.data import DataLoader
 
-from bertforge.data.mlm import collator_for_tokenizer
+from bertforge import registry
+from bertforge.data.mlm import Collator, PackingCollator
 from bertforge.data.packing import TokenBudgetBatches
+from bertforge.errors import ConfigError
 
 
 class StreamingTextDataset(StreamingDataset):
@@ -36,12 +38,23 @@ class StreamingTextDataset(StreamingDataset):
         return {"input_ids": ids}
 
 
-def build_mlm_dataloader(loader_cfg, tokenizer, max_seq_len: int, batch_size: int, seed: int, train: bool):
-    """A torch DataLoader over a :class:`StreamingTextDataset` with MLM collation.
+def build_collator(loader_cfg, tokenizer, train: bool, key: str) -> Collator:
+    """The loader's registry collator (``key``: the loader's YAML key); with packing it must batch packed rows."""
+    spec = loader_cfg.collator
+    collate = registry.collators.build(spec, f"{key}.collator", tokenizer, loader_cfg.mlm_probability, not train)
+    if loader_cfg.packing and not isinstance(collate, PackingCollator):
+        raise ConfigError(f"{key}.packing", f"collator '{spec['name']}' cannot batch packed documents (it has no "
+                          "collate_packed method); set packing: false or use a collator that packs, e.g. mlm")
+    return collate
+
+
+def build_text_dataloader(loader_cfg, tokenizer, max_seq_len: int, batch_size: int, seed: int, train: bool):
+    """A torch DataLoader over a :class:`StreamingTextDataset`, batched by the loader's ``collator`` block.
 
     With ``loader_cfg.packing`` every batch holds exactly ``batch_size`` rows of ``max_seq_len`` token
     slots filled with whole documents (:class:`~bertforge.data.packing.TokenBudgetBatches`).
     """
+    collate = build_collator(loader_cfg, tokenizer, train, "train_loader" if train else "eval_loader")
     ds = loader_cfg.dataset
     dataset = StreamingTextDataset(
         tokenizer=tokenizer,
@@ -56,7 +69,6 @@ def build_mlm_dataloader(loader_cfg, tokenizer, max_seq_len: int, batch_size: in
         cache_limit=ds.cache_limit,
         batch_size=batch_size,
     )
-    collate = collator_for_tokenizer(tokenizer, loader_cfg.mlm_probability, deterministic=not train)
     drop_last = loader_cfg.drop_last if train else False
     extra = {}
     if loader_cfg.num_workers > 0:

@@ -7,23 +7,45 @@ from typing import Any
 from composer.models import HuggingFaceModel
 from transformers import AutoConfig, AutoModelForMaskedLM, PretrainedConfig
 
+from bertforge.config.validate import check_config
 from bertforge.errors import ConfigError, UserError, did_you_mean
 from bertforge.models.common.vocab import check_vocab, padded_vocab_size
+from bertforge.models.flops import FlopsPerBatch
 from bertforge.models.metrics import mlm_metrics
 from bertforge.registry import models
 
 KEY = "model"
 
 
-def _check_config_keys(config_cls: type[PretrainedConfig], overrides: dict) -> None:
-    """transformers configs accept any key silently; reject keys the architecture does not have."""
-    known = set(config_cls().to_dict())
-    for name in overrides:
-        if name not in known:
-            raise ConfigError(
-                f"{KEY}.model_config.{name}",
-                f"unknown key for {config_cls.model_type} configs{did_you_mean(name, known)}",
-            )
+class HFMaskedLM(FlopsPerBatch, HuggingFaceModel):
+    """Composer's HuggingFaceModel that also supplies ``flops_per_batch`` to SpeedMonitor (FLOP/s, MFU)."""
+
+
+def config_class_for_type(model_type: str) -> type[PretrainedConfig]:
+    """The transformers config class of ``model_type``; an unknown type fails with a did-you-mean."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    if model_type not in CONFIG_MAPPING:
+        raise ConfigError(
+            f"{KEY}.model_type",
+            f"unknown transformers model type '{model_type}'{did_you_mean(model_type, CONFIG_MAPPING.keys())}",
+        )
+    return CONFIG_MAPPING[model_type]
+
+
+def model_config_class(block: dict) -> type[PretrainedConfig] | None:
+    """The config class a ``hf_bert`` block's ``model_config`` must fit, for checking before any work.
+
+    That is ``model_type``'s, or the pretrained checkpoint's when it is a local folder or already cached
+    (else None: the keys are checked once the checkpoint's config is loaded).
+    """
+    name = block.get("pretrained_model_name")
+    if not name:
+        return config_class_for_type(block.get("model_type") or "bert")
+    try:
+        return type(AutoConfig.from_pretrained(name, local_files_only=True))
+    except (OSError, ValueError):
+        return None
 
 
 def build_config(tokenizer, model_type: str, pretrained_model_name: str | None, model_config: dict,
@@ -39,25 +61,17 @@ def build_config(tokenizer, model_type: str, pretrained_model_name: str | None, 
             first = str(err).strip().splitlines()[0]
             raise UserError(f"{KEY}.pretrained_model_name: cannot load '{pretrained_model_name}' ({first})") from None
     else:
-        try:
-            config = AutoConfig.for_model(model_type)
-        except ValueError:
-            from transformers.models.auto.configuration_auto import CONFIG_MAPPING
-
-            raise ConfigError(
-                f"{KEY}.model_type",
-                f"unknown transformers model type '{model_type}'{did_you_mean(model_type, CONFIG_MAPPING.keys())}",
-            ) from None
+        config = config_class_for_type(model_type)()
         config.vocab_size = padded_vocab_size(tokenizer, pad_vocab_to_multiple_of)
         config.pad_token_id = tokenizer.pad_token_id
-    _check_config_keys(type(config), model_config)
+    check_config(type(config), model_config, f"{KEY}.model_config")
     for name, value in model_config.items():
         setattr(config, name, value)
     check_vocab(tokenizer, config.vocab_size, f"{KEY}.model_config.vocab_size")
     return config
 
 
-@models.register("hf_bert")
+@models.register("hf_bert", config_class=model_config_class)
 def build_hf_mlm(
     tokenizer: Any,
     model_type: str = "bert",
@@ -77,7 +91,7 @@ def build_hf_mlm(
         model = AutoModelForMaskedLM.from_config(config)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    return HuggingFaceModel(
+    return HFMaskedLM(
         model,
         tokenizer=tokenizer,
         use_logits=True,

@@ -21,14 +21,15 @@ from composer.models import HuggingFaceModel
 from transformers import AutoModelForSequenceClassification
 
 from bertforge.errors import ConfigError, UserError
-from bertforge.models.hf_bert import build_config
+from bertforge.models.flops import FlopsPerBatch
+from bertforge.models.hf_bert import build_config, model_config_class
 from bertforge.models.metrics import classification_metrics
 from bertforge.registry import classifiers
 
 KEY = "model"
 
 
-class HFClassifier(HuggingFaceModel):
+class HFClassifier(FlopsPerBatch, HuggingFaceModel):
     """``HuggingFaceModel`` whose eval outputs are ``(batch,)`` scores for regression, ``(batch, classes)`` else."""
 
     def eval_forward(self, batch: dict, outputs: Any = None) -> torch.Tensor:
@@ -46,7 +47,7 @@ def _head_prefixes(hf_model: torch.nn.Module) -> tuple[tuple[str, ...], tuple[st
     return head, optional
 
 
-@classifiers.register("hf_bert")
+@classifiers.register("hf_bert", config_class=model_config_class)
 def build_hf_classifier(
     tokenizer: Any,
     num_labels: int,
