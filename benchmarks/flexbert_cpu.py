@@ -23,6 +23,7 @@ from transformers import BertConfig, BertModel, ModernBertConfig, ModernBertMode
 from bertforge.data.tokenizer import train_wordpiece
 from bertforge.models.convert.modernbert import flexbert_config_from_modernbert
 from bertforge.models.flexbert.model import FlexBertModel
+from bertforge.models.params import count_params
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TEXT = [REPO.parent / "shared/data/wikitext-2/wiki.valid.tokens", REPO / "data/sample/tinyshakespeare.txt"]
@@ -78,7 +79,7 @@ def build_models(hidden: int, layers: int, heads: int, inter: int, vocab: int, m
         "flexbert": lambda i, m: flex(i, m),
         "hf_modernbert": lambda i, m: modern(input_ids=i, attention_mask=m),
         "hf_bert": lambda i, m: bert(input_ids=i, attention_mask=m),
-        "_params": {n: sum(p.numel() for p in x.parameters()) for n, x in
+        "_params": {n: count_params(x)[0] for n, x in
                     (("flexbert", flex), ("hf_modernbert", modern), ("hf_bert", bert))},
     }
 

@@ -45,12 +45,14 @@ from transformers import (
     set_seed,
 )
 
+from bertforge.data.tokenizer import CLASSIFIER_REQUIRED, load_tokenizer
 from bertforge.glue import GlueConfig, run_sweep
 from bertforge.glue.config import TaskSettings
 from bertforge.glue.data import TokenizedDataset, make_loader, read_tsv, subset, tokenize_cached
 from bertforge.glue.finetune import build_model
 from bertforge.glue.sweep import plan, resolve
 from bertforge.glue.tasks import TASKS, entry_score
+from bertforge.runtime import configure_logging
 
 HPARAMS = {"epochs": 3, "batch_size": 32, "lr": 5.0e-5, "weight_decay": 0.0, "warmup": 0.06, "max_seq_len": 128,
            "grad_clip_norm": 1.0}
@@ -131,7 +133,7 @@ def glue_initial_weights(folder: str, task: str, seed: int, args: argparse.Names
     cfg = resolve(glue_config(folder, task, args))
     job = next(j for j in plan(cfg)[0] if j.seed == seed)
     reproducibility.seed_all(seed)
-    model = build_model(cfg, job, AutoTokenizer.from_pretrained(cfg.tokenizer))
+    model = build_model(cfg, job, load_tokenizer(cfg.tokenizer, key="tokenizer", required=CLASSIFIER_REQUIRED))
     return model.model.state_dict()
 
 
@@ -249,6 +251,7 @@ def main() -> None:
                         help="matched: a seed gives both sides the same head init, shuffle and dropout masks")
     parser.add_argument("--sides", default="glue,trainer", help="run only one side (e.g. two processes in parallel)")
     args = parser.parse_args()
+    configure_logging(None)  # glue.py's per-job lines on stderr
     HPARAMS.update(epochs=args.epochs, max_seq_len=args.max_seq_len, lr=args.lr)
     folder = model_folder()
     glue, hf, seconds = {}, {}, {"glue": 0.0, "trainer": 0.0}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -90,3 +92,12 @@ def test_schedule_alignment_trains_batch_i_with_the_schedule_at_i():
     assert _lrs_per_batch([ScheduleAlignment()]) == pytest.approx(expected)
     lagged = _lrs_per_batch([])  # Composer alone: one batch late
     assert lagged == pytest.approx([0.0] + expected[:-1])
+
+
+def test_callbacks_import_nothing_from_the_benchmark():
+    from tests.conftest import REPO
+
+    code = ("import sys, bertforge.callbacks.throughput, bertforge.callbacks.builtin; "
+            "bad = [m for m in sys.modules if m.startswith('bertforge.bench')]; assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

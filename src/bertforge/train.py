@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
 import os
 import shutil
 from dataclasses import asdict
@@ -24,10 +25,14 @@ from bertforge.checkpoints import discard_incomplete_checkpoints
 from bertforge.config import TrainConfig, load_config
 from bertforge.data.mds_checks import check_mds_split, read_meta, split_dir
 from bertforge.data.packing import documents_in_batch
-from bertforge.data.text import build_mlm_dataloader
+from bertforge.data.text import build_text_dataloader
 from bertforge.data.tokenizer import tokenizer_for_run
 from bertforge.errors import ConfigError, UserError
 from bertforge.models.export import can_export_hf
+from bertforge.models.params import describe_parameters
+from bertforge.runtime import configure_logging, pick_device, pick_precision
+
+log = logging.getLogger(__name__)
 
 
 def expand_paths(value: Any, cfg: TrainConfig) -> Any:
@@ -42,8 +47,10 @@ def expand_paths(value: Any, cfg: TrainConfig) -> Any:
 
 
 def validate(cfg: TrainConfig) -> None:
-    """Check everything that can be checked before building: component blocks and data folders."""
+    """Check everything that can be checked before building: component blocks (after importing the YAML's
+    ``code_paths``), each model's ``model_config``, and data folders."""
     cfg.run_dir = cfg.run_dir.replace("{run_name}", cfg.run_name)
+    registry.import_code_paths(cfg.code_paths)
     registry.models.validate(cfg.model, "model")
     registry.optimizers.validate(cfg.optimizer, "optimizer")
     registry.schedulers.validate(cfg.scheduler, "scheduler")
@@ -60,30 +67,9 @@ def validate(cfg: TrainConfig) -> None:
         )
     loaders = [("train_loader", cfg.train_loader)] + ([("eval_loader", cfg.eval_loader)] if cfg.eval_loader else [])
     for name, loader in loaders:
+        registry.collators.validate(loader.collator, f"{name}.collator")
         if loader.dataset.remote is None:
             check_mds_split(loader.dataset.local, loader.dataset.split, f"{name}.dataset.local")
-
-
-def pick_device(cfg: TrainConfig):
-    """The Composer device: the YAML's choice, else a GPU when CUDA is available."""
-    name = cfg.device or ("gpu" if torch.cuda.is_available() else "cpu")
-    if name == "gpu" and not torch.cuda.is_available():
-        raise ConfigError("device", "'gpu' was asked for but CUDA is not available; use device=cpu")
-    return DeviceGPU() if name == "gpu" else DeviceCPU()
-
-
-def default_precision(on_gpu: bool) -> str:
-    """bf16 autocast on a GPU that supports it, fp32 otherwise."""
-    return "amp_bf16" if on_gpu and torch.cuda.is_bf16_supported() else "fp32"
-
-
-def pick_precision(cfg: TrainConfig, device) -> str:
-    """The YAML's precision, else bf16 autocast on a GPU that supports it and fp32 otherwise."""
-    if cfg.precision:
-        if cfg.precision != "fp32" and isinstance(device, DeviceCPU):
-            raise ConfigError("precision", f"{cfg.precision} needs a GPU; use precision=fp32 on CPU")
-        return cfg.precision
-    return default_precision(isinstance(device, DeviceGPU))
 
 
 def loop_hooks(grad_clip_norm: float | None) -> tuple[list[Algorithm], list[Callback]]:
@@ -94,7 +80,8 @@ def loop_hooks(grad_clip_norm: float | None) -> tuple[list[Algorithm], list[Call
 
 
 def build_tokenizer(cfg: TrainConfig):
-    """Load the configured tokenizer, or train one on rank 0 and load it on every other rank."""
+    """Load the configured tokenizer, or on rank 0 take the one trained with the data (when it matches) or train
+    one, and load it on every other rank."""
     tok = cfg.tokenizer
     train_ds = cfg.train_loader.dataset
     meta = read_meta(train_ds.local)
@@ -104,7 +91,7 @@ def build_tokenizer(cfg: TrainConfig):
             f"{train_ds.local} holds ids from tokenizer '{meta['tokenizer']}'; set tokenizer.name to it",
         )
     args = (tok.name, split_dir(train_ds.local, train_ds.split), os.path.join(cfg.run_dir, "tokenizer"),
-            tok.vocab_size, tok.lowercase, tok.max_train_docs)
+            tok.vocab_size, tok.lowercase, tok.max_train_docs, train_ds.local)
     if dist.get_global_rank() == 0:
         tokenizer = tokenizer_for_run(*args)
     dist.barrier()
@@ -129,14 +116,6 @@ def compile_unavailable_reason(device) -> str | None:
     return None
 
 
-def describe_parameters(model: torch.nn.Module) -> str:
-    """'149.7M parameters (110.5M non-embedding)'; tied weights are counted once."""
-    params = {id(p): p for p in model.parameters()}.values()
-    total = sum(p.numel() for p in params)
-    embedding = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
-    return f"{total / 1e6:.1f}M parameters ({(total - embedding) / 1e6:.1f}M non-embedding)"
-
-
 def _data_spec(loader) -> DataSpec:
     return DataSpec(loader, get_num_tokens_in_batch=lambda batch: int((batch["attention_mask"] > 0).sum()),
                     get_num_samples_in_batch=documents_in_batch)
@@ -146,7 +125,7 @@ def build_model(cfg: TrainConfig, tokenizer):
     """The registry model, its size printed once; packing is refused for models that cannot unpad."""
     model = registry.models.build(cfg.model, "model", tokenizer, transform=lambda kw: expand_paths(kw, cfg))
     if dist.get_global_rank() == 0:
-        print(f"[bertforge] model '{cfg.model['name']}': {describe_parameters(model)}", flush=True)
+        log.info("model '%s': %s", cfg.model["name"], describe_parameters(model))
     loaders = (("train_loader", cfg.train_loader), ("eval_loader", cfg.eval_loader))
     packing = [name for name, loader in loaders if loader and loader.packing]
     if packing and not getattr(model, "supports_packing", False):
@@ -161,10 +140,10 @@ def build_model(cfg: TrainConfig, tokenizer):
 
 def build_dataloaders(cfg: TrainConfig, tokenizer, device_batch: int) -> tuple[DataSpec, list[Evaluator]]:
     """The training DataSpec and the eval Evaluator (if an eval_loader is configured)."""
-    train_loader = build_mlm_dataloader(cfg.train_loader, tokenizer, cfg.max_seq_len, device_batch, cfg.seed, True)
+    train_loader = build_text_dataloader(cfg.train_loader, tokenizer, cfg.max_seq_len, device_batch, cfg.seed, True)
     evaluators = []
     if cfg.eval_loader is not None:
-        eval_loader = build_mlm_dataloader(
+        eval_loader = build_text_dataloader(
             cfg.eval_loader, tokenizer, cfg.max_seq_len, cfg.device_eval_batch_size, cfg.seed, False
         )
         evaluators.append(Evaluator(label="eval", dataloader=_data_spec(eval_loader)))
@@ -177,7 +156,7 @@ def compile_config_for(cfg: TrainConfig, device) -> dict | None:
         return None
     reason = compile_unavailable_reason(device)
     if reason:
-        print(f"[bertforge] compile_model: {reason}; running eagerly", flush=True)
+        log.warning("compile_model: %s; running eagerly", reason)
         return None
     return {}
 
@@ -188,13 +167,14 @@ def prepare_run_dir(cfg: TrainConfig, save_folder: str | None) -> None:
         return
     if cfg.autoresume and save_folder:
         for path in discard_incomplete_checkpoints(save_folder):
-            print(f"[bertforge] {path} was left incomplete by a killed run; moved aside", flush=True)
+            log.warning("%s was left incomplete by a killed run; moved aside", path)
     os.makedirs(cfg.run_dir, exist_ok=True)
     OmegaConf.save(OmegaConf.create(asdict(cfg)), os.path.join(cfg.run_dir, "config.yaml"))
 
 
 def build_trainer(cfg: TrainConfig) -> Trainer:
     """Validate ``cfg``, build every component from the registry and return a ready ``composer.Trainer``."""
+    configure_logging(cfg.python_log_level)
     device = pick_device(cfg)
     dist.initialize_dist(device, cfg.dist_timeout)
     validate(cfg)

@@ -44,8 +44,9 @@ def test_tiny_sweep_writes_csv_png_and_table(two_yamls, tmp_path, capsys):
             assert float(r["real_tokens_per_batch"]) < 4 * int(r["seq_len"])
     png = (out / "bench.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
-    printed = capsys.readouterr().out
-    assert "| model | mode | seq len |" in printed and printed.count("| hf-bert-tiny") == 16
+    printed = capsys.readouterr().out  # only the table: progress lines are log messages (stderr)
+    assert printed.startswith("| model | mode | seq len |") and printed.count("| hf-bert-tiny") == 16
+    assert printed.count("\n") == 16 + 2
     assert (out / "bench.md").read_text().count("\n") == 16 + 2
 
 
@@ -71,12 +72,13 @@ def test_too_long_for_position_embeddings_is_skipped_with_a_hint(tmp_path):
     assert "model.model_config.max_position_embeddings=96" in rows[0]["note"]
 
 
-def test_batch_size_from_yaml_or_auto_and_corpus_lengths(tmp_path, capsys):
+def test_batch_size_from_yaml_or_auto_and_corpus_lengths(tmp_path, caplog):
     fast = [a for a in FAST if a not in ("--batch-size", "4")]
     rows = main([str(QUICKSTART_YAML), *TINY, "device_train_microbatch_size=3", "max_seq_len=32", *fast,
                  "--length-dist", str(SAMPLE_TEXT), "--out", str(tmp_path)])
     assert [(r["seq_len"], r["inputs"], r["batch_size"]) for r in rows] == [(32, "fixed", 3), (32, "variable", 3)]
-    assert "whitespace words x 1.3" in capsys.readouterr().out  # quickstart has no tokenizer.name
+    notes = [r.getMessage() for r in caplog.records if r.name == "bertforge.bench.runner"]
+    assert any("whitespace words x 1.3" in n for n in notes)  # quickstart has no tokenizer.name
     rows = main([str(QUICKSTART_YAML), *TINY, *fast, "--batch-size", "auto", "--max-batch-size", "2",
                  "--seq-lens", "16", "--inputs", "fixed", "--out", str(tmp_path)])
     assert rows[0]["batch_size"] == 2  # CPU: auto uses the cap
@@ -101,3 +103,44 @@ def test_entry_point_runs(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr == "bertforge: error: config file not found: nowhere.yaml\n"
+
+
+def test_one_rule_for_device_and_precision(monkeypatch):
+    from composer.devices import DeviceCPU
+
+    from bertforge import runtime
+    from bertforge.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert runtime.device_name() == "cpu" and isinstance(runtime.composer_device(), DeviceCPU)
+    with pytest.raises(ConfigError, match=r"^--device: 'gpu' was asked for but CUDA is not .*; use --device cpu$"):
+        runtime.device_name("gpu", "--device")
+    with pytest.raises(ConfigError, match=r"^device: .*; use device=cpu$"):
+        runtime.pick_device(type("Cfg", (), {"device": "gpu"}))
+    assert runtime.trainer_precision(None, on_gpu=False) == "fp32"
+    with pytest.raises(ConfigError, match=r"^precision: amp_bf16 needs a GPU; use precision=fp32 on CPU$"):
+        runtime.trainer_precision("amp_bf16", on_gpu=False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert runtime.default_precision(True) == "amp_bf16" == runtime.trainer_precision(None, on_gpu=True)
+    assert runtime.default_precision(False) == "fp32"
+
+
+def test_status_messages_go_through_logging_at_the_yaml_level(monkeypatch, capsys):
+    import logging
+
+    from bertforge.runtime import configure_logging
+
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # a plain script: Python logging not configured
+    ours, logger = logging.getLogger("bertforge"), logging.getLogger("bertforge.bench.runner")
+    try:
+        configure_logging(None)  # python_log_level: null still shows INFO status lines
+        logger.info("note: hello")
+        assert capsys.readouterr().err == "[bertforge] note: hello\n"
+        configure_logging("warning")
+        logger.info("hidden")
+        logger.warning("shown")
+        err = capsys.readouterr().err
+        assert "hidden" not in err and err.count("shown") == 1 and "WARNING: bertforge.bench.runner: shown" in err
+    finally:  # leave the bertforge logger as other tests expect it: no handler of ours, level unset
+        ours.handlers.clear()
+        ours.setLevel(logging.NOTSET)

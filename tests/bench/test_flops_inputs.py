@@ -6,10 +6,11 @@ import pytest
 import torch
 from transformers import BertConfig, BertForMaskedLM
 
-from bertforge.bench import flops
 from bertforge.bench.inputs import LengthSampler, corpus_lengths, make_batch
 from bertforge.bench.timing import PeakMemory, is_oom, time_calls
 from bertforge.errors import UserError
+from bertforge.models import flops
+from bertforge.models.params import count_params
 from tests.conftest import SAMPLE_TEXT
 
 
@@ -21,7 +22,7 @@ def _bert(layers: int = 2, hidden: int = 32) -> BertForMaskedLM:
 
 def test_flops_per_token_is_2n_plus_attention_and_train_is_3x():
     model = _bert()
-    total, nonemb = flops.count_params(model)
+    total, nonemb = count_params(model)
     emb = model.bert.embeddings
     assert total - nonemb == sum(e.weight.numel() for e in (emb.word_embeddings, emb.position_embeddings,
                                                             emb.token_type_embeddings))
@@ -54,7 +55,7 @@ def test_flexbert_local_layers_count_only_their_window():
     cfg = FlexBertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
                          intermediate_size=48, local_attention_window=16, global_attention_every_n_layers=3)
     model = FlexBertModel(cfg)
-    nonemb = flops.count_params(model)[1]
+    nonemb = count_params(model)[1]
     local = flops.mean_keys_per_query(512, 8)
     assert local < 17
     assert flops.flops_per_token(model, 512, train=False) == pytest.approx(2 * nonemb + 4 * 32 * (512 + 2 * local))

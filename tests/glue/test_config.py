@@ -98,6 +98,43 @@ def test_glue_py_user_error_is_one_line_and_exit_code_2():
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
-        "bertforge: error: taks: unknown key (did you mean 'tasks'?); valid keys here: cache_dir, data_dir, defaults, "
-        "model, optimizer, output_dir, parallel_workers, precision, save_checkpoints, scheduler, seeds, "
-        "starting_checkpoint, task_settings, tasks, tokenizer")
+        "bertforge: error: taks: unknown key (did you mean 'tasks'?); valid keys here: cache_dir, code_paths, "
+        "data_dir, defaults, model, optimizer, output_dir, parallel_workers, precision, python_log_level, "
+        "save_checkpoints, scheduler, "
+        "seeds, starting_checkpoint, task_settings, tasks, tokenizer")
+
+
+_TOY_CLASSIFIER = '''
+from bertforge.registry import classifiers
+
+
+@classifiers.register("toy_glue_classifier_{tag}")
+def build(tokenizer, num_labels, width: int = 4):
+    raise NotImplementedError
+'''
+
+
+def test_code_paths_register_a_classifier_for_the_sweep(tmp_path, clean_registries):
+    plugin = tmp_path / "my_classifier.py"
+    plugin.write_text(_TOY_CLASSIFIER.replace("{tag}", "a"))
+    model = {"name": "toy_glue_classifier_a", "width": 8}
+    with pytest.raises(ConfigError, match="unknown classifier 'toy_glue_classifier_a'"):
+        resolve(from_dict(GlueConfig, tiny_sweep(tmp_path / "out", model=model)))
+    cfg = resolve(from_dict(GlueConfig, tiny_sweep(tmp_path / "out", model=model, code_paths=[str(plugin)])))
+    assert cfg.code_paths == [str(plugin)]
+    with pytest.raises(ConfigError, match=r"model.widht: unknown key \(did you mean 'width'\?\)"):
+        bad = {"name": "toy_glue_classifier_a", "widht": 8}
+        resolve(from_dict(GlueConfig, tiny_sweep(tmp_path / "out", model=bad, code_paths=[str(plugin)])))
+
+
+def test_model_null_sweep_imports_the_pretraining_runs_code_paths(tmp_path, clean_registries):
+    plugin = tmp_path / "run_plugin.py"
+    plugin.write_text(_TOY_CLASSIFIER.replace("{tag}", "b"))
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "latest-rank0.pt").write_bytes(b"x")
+    (run / "config.yaml").write_text(f"code_paths: [{plugin}]\nmodel:\n  name: toy_glue_classifier_b\n")
+    raw = tiny_sweep(tmp_path / "out", model=None, tokenizer=None,
+                     starting_checkpoint=str(run / "checkpoints" / "latest-rank0.pt"))
+    cfg = resolve(from_dict(GlueConfig, raw))
+    assert cfg.model == {"name": "toy_glue_classifier_b"} and cfg.code_paths == [str(plugin)]

@@ -31,7 +31,7 @@ def _fake(cfg: GlueConfig, job: Job) -> dict:
 def test_two_task_sweep_chains_mnli_into_rte_then_reruns_from_cache(tmp_path):
     cfg = from_dict(GlueConfig, tiny_sweep(tmp_path, save_checkpoints=False))
     start = time.time()
-    summary = run_sweep(cfg, log=lambda _: None)
+    summary = run_sweep(cfg)
     assert time.time() - start < 60
     assert not summary["failed"]
     assert set(summary["entries"]) == {"mnli-m", "mnli-mm", "rte"}
@@ -45,7 +45,7 @@ def test_two_task_sweep_chains_mnli_into_rte_then_reruns_from_cache(tmp_path):
     assert [j.task for j in first] == ["mnli"] and first[0].save  # MNLI's weights are kept for the chain
     assert [j.task for j in second] == ["rte"] and second[0].start == f"{first[0].job_dir}/model.pt"
     # a rerun finds every finished job by (task, seed, config hash) and trains nothing
-    again = run_sweep(cfg, runner=_refuse, log=lambda _: None)
+    again = run_sweep(cfg, runner=_refuse)
     assert again["entries"]["rte"]["scores"] == summary["entries"]["rte"]["scores"]
     # a changed setting is a new job
     changed = from_dict(GlueConfig, tiny_sweep(tmp_path, task_settings={"rte": {"lr": 5.0e-4}}))
@@ -54,7 +54,7 @@ def test_two_task_sweep_chains_mnli_into_rte_then_reruns_from_cache(tmp_path):
 
 def test_failed_job_shows_in_table_and_others_finish(tmp_path):
     raw = tiny_sweep(tmp_path, tasks=["rte", "mrpc"], task_settings={"mrpc": {"train_file": "missing.tsv"}})
-    summary = run_sweep(from_dict(GlueConfig, raw), log=lambda _: None)
+    summary = run_sweep(from_dict(GlueConfig, raw))
     assert [f["task"] for f in summary["failed"]] == ["mrpc"]
     assert "MRPC/missing.tsv: GLUE file not found" in summary["failed"][0]["error"]
     assert 17 in summary["entries"]["rte"]["scores"]
@@ -63,7 +63,7 @@ def test_failed_job_shows_in_table_and_others_finish(tmp_path):
 
 def test_chained_task_fails_when_mnli_fails(tmp_path):
     raw = tiny_sweep(tmp_path, task_settings={"mnli": {"train_file": "nope.tsv"}})
-    summary = run_sweep(from_dict(GlueConfig, raw), log=lambda _: None)
+    summary = run_sweep(from_dict(GlueConfig, raw))
     errors = {f["task"]: f["error"] for f in summary["failed"]}
     assert "nope.tsv" in errors["mnli"] and errors["rte"].startswith("upstream mnli job failed")
 
@@ -71,7 +71,7 @@ def test_chained_task_fails_when_mnli_fails(tmp_path):
 @pytest.mark.slow
 def test_worker_processes_isolate_failures(tmp_path):
     raw = tiny_sweep(tmp_path, tasks=["rte", "mrpc"], seeds=[1, 2], parallel_workers=2)
-    summary = run_sweep(from_dict(GlueConfig, raw), runner=_fake, log=lambda _: None)
+    summary = run_sweep(from_dict(GlueConfig, raw), runner=_fake)
     assert summary["entries"]["rte"]["scores"] == {1: 51.0, 2: 52.0}
     assert sorted(f["seed"] for f in summary["failed"]) == [1, 2]
     assert all(f["error"].startswith("RuntimeError: boom") for f in summary["failed"])
@@ -84,8 +84,7 @@ def test_worker_processes_isolate_failures(tmp_path):
                                          "max_position_embeddings": 64, "filter_order": 16}},
 ], ids=["flexbert", "m2_bert"])
 def test_sweep_runs_every_family_through_the_registry(tmp_path, block):
-    summary = run_sweep(from_dict(GlueConfig, tiny_sweep(tmp_path, model=block, tasks=["rte", "stsb"])),
-                        log=lambda _: None)
+    summary = run_sweep(from_dict(GlueConfig, tiny_sweep(tmp_path, model=block, tasks=["rte", "stsb"])))
     assert not summary["failed"], summary["failed"]
     assert set(summary["entries"]) == {"rte", "stsb"}
     stsb = summary["entries"]["stsb"]["scores"][17]  # mean of Pearson and Spearman, in percent
@@ -120,7 +119,7 @@ def test_one_worker_per_gpu_each_pinned_to_its_own_device(tmp_path, monkeypatch)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # the parent sees two GPUs
     cfg = resolve(from_dict(GlueConfig, tiny_sweep(tmp_path, tasks=["rte", "mrpc"], seeds=[1, 2, 3])))
     jobs = plan(cfg)[0]
-    records = run_jobs(cfg, jobs, runner=_report_device, log=lambda _: None)
+    records = run_jobs(cfg, jobs, runner=_report_device)
     assert [r["status"] for r in records] == ["ok"] * len(jobs) == ["ok"] * 6
     device_of: dict[float, float] = {}
     for record in records:
@@ -128,3 +127,27 @@ def test_one_worker_per_gpu_each_pinned_to_its_own_device(tmp_path, monkeypatch)
         assert gpu in (0.0, 1.0)
         assert device_of.setdefault(pid, gpu) == gpu, "a worker changed device between jobs"
     assert len(device_of) <= 2 and len(set(device_of.values())) == len(device_of), "two workers share a GPU"
+
+
+def test_progress_is_logged_and_main_prints_only_the_table(tmp_path, caplog, capsys, monkeypatch):
+    import logging
+
+    from omegaconf import OmegaConf
+
+    from bertforge.errors import ConfigError
+    from bertforge.glue import sweep
+    from bertforge.glue.report import to_markdown
+
+    raw = tiny_sweep(tmp_path, tasks=["rte"], seeds=[1, 2])
+    with caplog.at_level(logging.INFO, logger="bertforge"):
+        summary = run_sweep(from_dict(GlueConfig, raw), runner=_fake)
+    assert capsys.readouterr().out == ""
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("bertforge.glue")]
+    assert lines[0] == f"2 GLUE jobs -> {tmp_path}" and lines[1].startswith("rte/seed1: rte/accuracy 51.00 (")
+    path = tmp_path / "sweep.yaml"
+    OmegaConf.save(raw, path)
+    monkeypatch.setattr(sweep, "run_sweep", lambda cfg: summary)
+    sweep.main([str(path)])
+    assert capsys.readouterr().out == to_markdown(summary, [1, 2]) + "\n"
+    with pytest.raises(ConfigError, match="python_log_level: 'loud' is not a log level"):
+        sweep.main([str(path), "python_log_level=loud"])

@@ -56,7 +56,7 @@ def test_glue_finetune_equals_transformers_trainer_with_matched_randomness(bench
     assert bench.total_steps(task, args) == 10 and bench.warmup_steps(task, args) == 1
 
     cfg = bench.glue_config(tiny_pretrained, task, args, save=True)
-    summary = run_sweep(cfg, log=lambda _: None)
+    summary = run_sweep(cfg)
     job = plan(resolve(cfg))[0][0]
     ours = torch.load(os.path.join(job.job_dir, "model.pt"), weights_only=True)["state"]["model"]
     trainer, dev = bench.trainer_finetune(tiny_pretrained, task, 17, args)

@@ -79,7 +79,7 @@ def test_presets_print_published_sizes(preset, published):
 
     from bertforge import registry
     from bertforge.config import load_config
-    from bertforge.train import describe_parameters
+    from bertforge.models.params import describe_parameters
     from tests.conftest import REPO, SHARED_DATA
 
     cfg = load_config(REPO / "yamls" / "pretrain" / f"{preset}.yaml")

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 
 import torch
@@ -15,6 +16,7 @@ from bertforge.bench.report import markdown_table, write_all
 from bertforge.bench.runner import Settings, run_model
 from bertforge.errors import UserError
 
+log = logging.getLogger(__name__)
 MODES = ("forward", "train")
 INPUTS = ("fixed", "variable")
 
@@ -101,7 +103,7 @@ def split_args(args: list[str], sweep: bool) -> tuple[list[str], list[str]]:
 
 
 def main(argv: list[str]) -> list[dict]:
-    """Run the benchmark, print the markdown table, write CSV/PNG/markdown; return the rows."""
+    """Run the benchmark, write CSV/PNG/markdown, print the markdown table (stdout); return the rows."""
     ns = build_parser().parse_intermixed_args(argv)
     yamls, overrides = split_args(ns.args, ns.sweep)
     settings = settings_from_args(ns)
@@ -109,9 +111,8 @@ def main(argv: list[str]) -> list[dict]:
         torch.set_num_threads(ns.threads)
     rows: list[dict] = []
     for yaml in yamls:
-        rows += run_model(yaml, overrides, settings, lambda line: print(line, flush=True))
+        rows += run_model(yaml, overrides, settings)
     paths = write_all(rows, ns.out)
-    print()
-    print(markdown_table(rows))
-    print(f"\nwrote {paths['csv']}, {paths['png']} and {paths['md']}", flush=True)
+    print(markdown_table(rows), flush=True)  # the program's output, on stdout
+    log.info("wrote %s, %s and %s", paths["csv"], paths["png"], paths["md"])
     return rows

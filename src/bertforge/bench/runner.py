@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import os
 import statistics
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,11 +14,16 @@ from typing import Any
 import torch
 
 from bertforge import registry
-from bertforge.bench.flops import batch_flops, count_params, peak_flops, unwrap
 from bertforge.bench.inputs import DISTRIBUTIONS, Batch, LengthSampler, corpus_lengths, make_batch
 from bertforge.bench.timing import PeakMemory, Timing, is_oom, time_calls
 from bertforge.config import load_config
+from bertforge.data.tokenizer import load_tokenizer
 from bertforge.errors import UserError
+from bertforge.models.flops import batch_flops, peak_flops
+from bertforge.models.params import count_params, inner_module
+from bertforge.runtime import configure_logging, default_precision, device_name
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,33 +58,39 @@ class StandInTokenizer:
         return self.vocab_size
 
 
-def load_tokenizer_or_stand_in(cfg: Any, vocab_size: int | None, log: Callable[[str], None]) -> tuple[Any, bool]:
+def _is_local(name: str) -> bool:
+    """A folder, or a Hub name whose tokenizer files are already in the HF cache (the benchmark never downloads)."""
+    if os.path.isdir(name):
+        return True
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(isinstance(try_to_load_from_cache(name, f), str) for f in ("tokenizer_config.json", "tokenizer.json"))
+
+
+def load_tokenizer_or_stand_in(cfg: Any, vocab_size: int | None) -> tuple[Any, bool]:
     """(tokenizer, is_real): the YAML's tokenizer when it is a local folder or in the HF cache, else a stand-in."""
     name = cfg.tokenizer.name
-    if name:
-        from transformers import AutoTokenizer
-
-        with contextlib.suppress(OSError, ValueError):
-            return AutoTokenizer.from_pretrained(name, local_files_only=not os.path.isdir(name)), True
-    size = vocab_size or cfg.tokenizer.vocab_size
     why = "tokenizer.name is null" if not name else f"tokenizer '{name}' is not a local folder nor in the HF cache"
-    log(f"note: {why}; using a stand-in tokenizer with vocab_size={size} (set --vocab-size or tokenizer.name)")
+    if name and _is_local(name):
+        try:
+            return load_tokenizer(name), True
+        except UserError as err:
+            why = str(err)
+    size = vocab_size or cfg.tokenizer.vocab_size
+    log.info("note: %s; using a stand-in tokenizer with vocab_size=%d (set --vocab-size or tokenizer.name)", why, size)
     return StandInTokenizer(size), False
 
 
 def resolve_device(settings: Settings, cfg: Any) -> torch.device:
     """``--device``, else the YAML's ``device``, else cuda when available."""
-    name = settings.device or cfg.device or ("gpu" if torch.cuda.is_available() else "cpu")
-    if name == "gpu" and not torch.cuda.is_available():
-        raise UserError("--device: 'gpu' was asked for but CUDA is not available; use --device cpu")
+    name = device_name(settings.device or cfg.device, "--device" if settings.device else "device")
     return torch.device("cuda" if name == "gpu" else "cpu")
 
 
 def resolve_precision(settings: Settings, cfg: Any, device: torch.device) -> str:
-    """``--precision``, else the YAML's, else amp_bf16 on a bf16 GPU and fp32 otherwise."""
-    precision = settings.precision or cfg.precision
-    if precision is None:
-        precision = "amp_bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    """``--precision``, else the YAML's, else amp_bf16 on a bf16 GPU and fp32 otherwise (bf16 autocast also
+    runs on CPU here, unlike in Composer's Trainer)."""
+    precision = settings.precision or cfg.precision or default_precision(device.type == "cuda")
     if precision not in ("fp32", "amp_bf16"):
         raise UserError(f"--precision: {precision!r} is not supported by the benchmark; use fp32 or amp_bf16")
     return precision
@@ -114,37 +125,38 @@ class Case:
         self.optimizer.step()
 
 
-def build_case(yaml: str, overrides: list[str], settings: Settings,
-               log: Callable[[str], None]) -> tuple[Case, Any, Any]:
+def build_case(yaml: str, overrides: list[str], settings: Settings) -> tuple[Case, Any, Any]:
     """Load ``yaml`` with ``overrides``, build its model and optimizer on the device.
 
-    Returns (case, config, the real tokenizer or None when a stand-in was used).
+    Returns (case, config, the real tokenizer or None when a stand-in was used). Status messages follow the
+    YAML's ``python_log_level``.
     """
     cfg = load_config(yaml, overrides)
+    configure_logging(cfg.python_log_level)
     registry.models.validate(cfg.model, "model")
     registry.optimizers.validate(cfg.optimizer, "optimizer")
     device = resolve_device(settings, cfg)
     precision = resolve_precision(settings, cfg, device)
     torch.manual_seed(cfg.seed)
-    tokenizer, real = load_tokenizer_or_stand_in(cfg, settings.vocab_size, log)
+    tokenizer, real = load_tokenizer_or_stand_in(cfg, settings.vocab_size)
     model = registry.models.build(cfg.model, "model", tokenizer).to(device)
     optimizer = registry.optimizers.build(cfg.optimizer, "optimizer", list(model.named_parameters()))
     return Case(model, optimizer, device, precision), cfg, tokenizer if real else None
 
 
-def make_sampler(settings: Settings, tokenizer: Any, log: Callable[[str], None]) -> LengthSampler:
+def make_sampler(settings: Settings, tokenizer: Any) -> LengthSampler:
     """The variable-length sampler: a named distribution, or document lengths of a corpus."""
     if settings.length_dist in DISTRIBUTIONS:
         return LengthSampler(settings.length_dist, seed=settings.seed)
     lengths, note = corpus_lengths(settings.length_dist, tokenizer)
     if note:
-        log(f"note: {note}")
+        log.info("note: %s", note)
     return LengthSampler(settings.length_dist, lengths, seed=settings.seed)
 
 
 def model_limits(case: Case) -> tuple[int | None, int, int]:
     """(max_position_embeddings or None, vocab size, pad id) read from the model's config."""
-    config = getattr(unwrap(case.model), "config", None)
+    config = getattr(inner_module(case.model), "config", None)
     vocab = getattr(config, "vocab_size", None) or 30522  # BERT's, for a family whose config does not say
     pad = getattr(config, "pad_token_id", None) or 0
     return getattr(config, "max_position_embeddings", None), int(vocab), int(pad)
@@ -220,7 +232,7 @@ def measure(case: Case, settings: Settings, mode: str, kind: str, seq_len: int, 
 
 
 def _stats(case: Case, settings: Settings, batches: list[Batch], timing: Timing, train: bool) -> dict:
-    total, nonemb = count_params(unwrap(case.model))
+    total, nonemb = count_params(inner_module(case.model))
     real = [b.real_tokens for b in batches]
     rates = [r / (t / 1e3) for r, t in zip(real, timing.times_ms)]
     flops = [batch_flops(case.model, b.lengths, train, nonemb) for b in batches]
@@ -248,11 +260,13 @@ def batch_size_for(case: Case, cfg: Any, settings: Settings, seq_len: int, train
     return find_batch_size(case, settings, seq_len, train) if size == "auto" else int(size)
 
 
-def run_model(yaml: str, overrides: list[str], settings: Settings, log: Callable[[str], None]) -> list[dict]:
-    """Every mode x length x input kind of one YAML; rows carry the model name and YAML path."""
-    case, cfg, tokenizer = build_case(yaml, overrides, settings, log)
+def run_model(yaml: str, overrides: list[str], settings: Settings) -> list[dict]:
+    """Every mode x length x input kind of one YAML; rows carry the model name and YAML path.
+
+    Each measured case is logged (INFO) as it finishes."""
+    case, cfg, tokenizer = build_case(yaml, overrides, settings)
     if "variable" in settings.inputs:
-        settings.sampler = make_sampler(settings, tokenizer, log)
+        settings.sampler = make_sampler(settings, tokenizer)
     rows = []
     for mode in settings.modes:
         for seq_len in settings.seq_lens or [cfg.max_seq_len]:
@@ -265,7 +279,7 @@ def run_model(yaml: str, overrides: list[str], settings: Settings, log: Callable
             for kind in settings.inputs:
                 row = {"model": model_name(yaml), "yaml": str(yaml),
                        **measure(case, settings, mode, kind, seq_len, size)}
-                log(progress_line(row))
+                log.info("%s", progress_line(row))
                 rows.append(row)
     del case
     gc.collect()

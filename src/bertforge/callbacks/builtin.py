@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from composer.callbacks import LRMonitor, MemoryMonitor, OptimizerMonitor, RuntimeEstimator, SpeedMonitor
 from composer.core import Callback, State
 from composer.loggers import Logger
@@ -10,6 +12,8 @@ from composer.utils import dist
 from bertforge.data.packing import real_token_fraction
 from bertforge.models.export import export_hf
 from bertforge.registry import callbacks
+
+log = logging.getLogger(__name__)
 
 
 @callbacks.register("lr_monitor")
@@ -65,7 +69,7 @@ class HuggingFaceExport(Callback):
         folder = self.folder
         if dist.get_global_rank() == 0:
             export_hf(state.model, folder)
-            print(f"[bertforge] Hugging Face model written to {folder}", flush=True)
+            log.info("Hugging Face model written to %s", folder)
         dist.barrier()
 
 

@@ -100,6 +100,12 @@ class GlueConfig:
     """Null: amp_bf16 on a GPU that supports it, else fp32."""
     cache_dir: str | None = None
     """Tokenized-data cache; null: ``{output_dir}/token_cache``."""
+    code_paths: list[str] = field(default_factory=list)
+    """Python files imported before anything is built, so that their registry decorators (e.g. a classifier of
+    your own) take effect; a ``model: null`` sweep also imports the pretraining run's own ``code_paths``."""
+    python_log_level: str | None = None
+    """Level of bertforge's and Composer's log messages (debug, info, ...); null: bertforge's progress lines
+    at INFO on stderr, Python logging otherwise left alone (as in pretraining YAMLs)."""
 
     def __post_init__(self) -> None:
         if self.data_dir == "???":

@@ -9,16 +9,18 @@ from dataclasses import dataclass
 import torch
 from composer import Trainer
 from composer.core import Evaluator
+from composer.devices import DeviceGPU
 from composer.utils import reproducibility
-from transformers import AutoTokenizer
 
 from bertforge import registry
+from bertforge.data.tokenizer import CLASSIFIER_REQUIRED, load_tokenizer
 from bertforge.errors import UserError
 from bertforge.glue.checkpoint import load_encoder, read_state_dict
 from bertforge.glue.config import GlueConfig, TaskSettings
 from bertforge.glue.data import Examples, TokenizedDataset, make_loader, read_hub, read_tsv, subset, tokenize_cached
 from bertforge.glue.tasks import METRIC_CLASSES, TASKS, TaskSpec
-from bertforge.train import default_precision, loop_hooks
+from bertforge.runtime import composer_device, trainer_precision
+from bertforge.train import loop_hooks
 
 
 @dataclass
@@ -38,14 +40,6 @@ class Job:
     @property
     def name(self) -> str:
         return f"{self.task}/seed{self.seed}"
-
-
-def load_tokenizer(name: str):
-    """A tokenizer by Hub name or folder; failures are one line."""
-    try:
-        return AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError) as err:
-        raise UserError(f"tokenizer: cannot load '{name}' ({str(err).strip().splitlines()[0]})") from None
 
 
 def read_split(cfg: GlueConfig, spec: TaskSpec, file: str, hub_split: str) -> Examples:
@@ -92,17 +86,10 @@ def build_model(cfg: GlueConfig, job: Job, tokenizer) -> torch.nn.Module:
     return model
 
 
-def pick_precision(cfg: GlueConfig) -> str:
-    """The YAML's precision, else bf16 autocast on a GPU that has it, else fp32."""
-    if cfg.precision:
-        return cfg.precision
-    return default_precision(torch.cuda.is_available())
-
-
 def run_job(cfg: GlueConfig, job: Job) -> dict[str, float]:
     """Finetune and evaluate; returns ``{'<entry>/<metric>': percent}``; saves weights when ``job.save``."""
     reproducibility.seed_all(job.seed)
-    tokenizer = load_tokenizer(cfg.tokenizer)
+    tokenizer = load_tokenizer(cfg.tokenizer, key="tokenizer", required=CLASSIFIER_REQUIRED)
     model = build_model(cfg, job, tokenizer)
     train_loader, evaluators = build_loaders(cfg, job, tokenizer)
     s = job.settings
@@ -112,11 +99,12 @@ def run_job(cfg: GlueConfig, job: Job) -> dict[str, float]:
     # in batches, not epochs: Composer rounds a 'dur' warmup to whole units of max_duration
     max_duration = f"{s.epochs * len(train_loader)}ba"
     algorithms, hooks = loop_hooks(s.grad_clip_norm or None)  # 0: no clipping
+    device = composer_device()
     trainer = Trainer(
         model=model, train_dataloader=train_loader, max_duration=max_duration, optimizers=optimizer,
         schedulers=scheduler, algorithms=algorithms, callbacks=hooks,
-        device="gpu" if torch.cuda.is_available() else "cpu",
-        precision=pick_precision(cfg), seed=job.seed, progress_bar=False, log_to_console=False,
+        device=device, precision=trainer_precision(cfg.precision, isinstance(device, DeviceGPU)), seed=job.seed,
+        progress_bar=False, log_to_console=False, python_log_level=cfg.python_log_level,
         run_name=f"glue-{job.task}-{job.seed}",
     )
     with warnings.catch_warnings():  # tiny subsets: a 0-batch warmup and a last batch below the microbatch size

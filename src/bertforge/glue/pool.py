@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import time
@@ -12,11 +13,13 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import torch
 
+from bertforge import registry
 from bertforge.errors import UserError
 from bertforge.glue.config import GlueConfig
 from bertforge.glue.finetune import Job, run_job
 
 RESULT_FILE = "result.json"
+log = logging.getLogger(__name__)
 
 
 def _error_line(err: BaseException) -> str:
@@ -33,6 +36,7 @@ def execute(cfg: GlueConfig, job: Job, runner: Callable[[GlueConfig, Job], dict]
     start = time.time()
     record = {"task": job.task, "seed": job.seed, "key": job.key, "status": "ok", "metrics": {}, "error": None}
     try:
+        registry.import_code_paths(cfg.code_paths)  # spawned workers start without the user's registrations
         record["metrics"] = runner(cfg, job)
     except Exception as err:  # isolate the job: the sweep goes on and the table shows the error
         record.update(status="failed", error=_error_line(err))
@@ -56,15 +60,14 @@ def worker_count(cfg: GlueConfig) -> tuple[int, int]:
     return (gpus, gpus) if gpus else (cfg.parallel_workers, 0)
 
 
-def run_jobs(cfg: GlueConfig, jobs: list[Job], runner: Callable[[GlueConfig, Job], dict] = run_job,
-             log: Callable[[str], None] = print) -> list[dict]:
-    """Run ``jobs`` and return their records in the same order."""
+def run_jobs(cfg: GlueConfig, jobs: list[Job], runner: Callable[[GlueConfig, Job], dict] = run_job) -> list[dict]:
+    """Run ``jobs`` and return their records in the same order; logs one line per finished job."""
     workers, gpus = worker_count(cfg)
     if workers == 1 or len(jobs) <= 1:
         records = []
         for job in jobs:
             records.append(execute(cfg, job, runner))
-            log(_summary(records[-1]))
+            log.info("%s", _summary(records[-1]))
         return records
     ctx = multiprocessing.get_context("spawn")
     queue = None
@@ -84,7 +87,7 @@ def run_jobs(cfg: GlueConfig, jobs: list[Job], runner: Callable[[GlueConfig, Job
                 job = jobs[i]
                 records[i] = {"task": job.task, "seed": job.seed, "key": job.key, "status": "failed",
                               "metrics": {}, "error": f"worker died: {_error_line(err)}", "seconds": None}
-            log(_summary(records[i]))
+            log.info("%s", _summary(records[i]))
     return [records[i] for i in range(len(jobs))]
 
 
@@ -92,5 +95,5 @@ def _summary(record: dict) -> str:
     name = f"{record['task']}/seed{record['seed']}"
     if record["status"] == "ok":
         scores = ", ".join(f"{k} {v:.2f}" for k, v in record["metrics"].items())
-        return f"[glue] {name}: {scores} ({record['seconds']} s)"
-    return f"[glue] {name}: FAILED: {record['error']}"
+        return f"{name}: {scores} ({record['seconds']} s)"
+    return f"{name}: FAILED: {record['error']}"

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable
 
@@ -18,8 +19,10 @@ from bertforge.glue.finetune import Job, run_job
 from bertforge.glue.pool import RESULT_FILE, run_jobs
 from bertforge.glue.report import to_markdown, write_results
 from bertforge.glue.tasks import TASKS
+from bertforge.runtime import configure_logging
 
 UPSTREAM = "mnli"
+log = logging.getLogger(__name__)
 
 
 def _run_dir_of(checkpoint: str) -> str:
@@ -32,13 +35,18 @@ def resolve(cfg: GlueConfig) -> GlueConfig:
     ckpt = cfg.starting_checkpoint
     if ckpt and not os.path.exists(ckpt):
         raise UserError(f"starting_checkpoint: {ckpt} not found; give a main.py .pt file or a Hugging Face folder")
-    model, tokenizer = cfg.model, cfg.tokenizer
+    model, tokenizer, code_paths = cfg.model, cfg.tokenizer, list(cfg.code_paths)
+    registry.import_code_paths(code_paths)
     if model is None:
         run_config = os.path.join(_run_dir_of(ckpt), "config.yaml") if ckpt and os.path.isfile(ckpt) else None
         if not run_config or not os.path.isfile(run_config):
             raise UserError("model: null needs starting_checkpoint to be a main.py checkpoint with the run's "
                             "config.yaml in its run folder; otherwise give a model block, e.g. {name: hf_bert}")
-        model = OmegaConf.to_container(OmegaConf.load(run_config))["model"]
+        run = OmegaConf.to_container(OmegaConf.load(run_config))
+        model = run["model"]
+        extra = [p for p in run.get("code_paths") or [] if p not in code_paths]
+        registry.import_code_paths(extra, key=f"{run_config}: code_paths")
+        code_paths += extra
     if tokenizer is None:
         if not ckpt:
             raise UserError("tokenizer: null needs a starting_checkpoint to take the tokenizer from; name one")
@@ -51,7 +59,7 @@ def resolve(cfg: GlueConfig) -> GlueConfig:
             folder = os.path.join(cfg.data_dir, TASKS[task].folder)
             if not os.path.isdir(folder):
                 raise UserError(f"{folder}: task folder not found (data_dir holds the standard GLUE layout)")
-    return dataclasses.replace(cfg, model=model, tokenizer=tokenizer)
+    return dataclasses.replace(cfg, model=model, tokenizer=tokenizer, code_paths=code_paths)
 
 
 def _identity(path: str | None) -> str | None:
@@ -109,7 +117,7 @@ def _failed_upstream(job: Job, reason: str) -> dict:
             "error": reason, "seconds": None}
 
 
-def run_phase(cfg: GlueConfig, jobs: list[Job], runner: Callable, log: Callable[[str], None]) -> list[dict]:
+def run_phase(cfg: GlueConfig, jobs: list[Job], runner: Callable) -> list[dict]:
     """Run the jobs of one phase that have no cached result; chained jobs fail when MNLI's weights are missing."""
     records: dict[str, dict] = {}
     todo = []
@@ -117,31 +125,34 @@ def run_phase(cfg: GlueConfig, jobs: list[Job], runner: Callable, log: Callable[
         hit = cached(job)
         if hit is not None:
             records[job.key] = hit
-            log(f"[glue] {job.name}: cached ({job.job_dir})")
+            log.info("%s: cached (%s)", job.name, job.job_dir)
         elif job.start and not os.path.exists(job.start):
             records[job.key] = _failed_upstream(job, f"upstream {UPSTREAM} job failed; no weights at {job.start}")
         else:
             todo.append(job)
-    for job, record in zip(todo, run_jobs(cfg, todo, runner, log)):
+    for job, record in zip(todo, run_jobs(cfg, todo, runner)):
         records[job.key] = record
     return [records[j.key] for j in jobs]
 
 
-def run_sweep(cfg: GlueConfig, runner: Callable = run_job, log: Callable[[str], None] = print) -> dict:
-    """Resolve, plan, run both phases, and write results.json and results.md; returns the summary."""
+def run_sweep(cfg: GlueConfig, runner: Callable = run_job) -> dict:
+    """Resolve, plan, run both phases, and write results.json and results.md; returns the summary.
+
+    Progress (one line per job) goes to the ``bertforge.glue`` loggers at INFO."""
     cfg = resolve(cfg)
     first, second = plan(cfg)
-    log(f"[glue] {len(first) + len(second)} jobs -> {cfg.output_dir}")
-    records = run_phase(cfg, first, runner, log) + run_phase(cfg, second, runner, log)
-    summary = write_results(cfg.output_dir, dataclasses.asdict(cfg), cfg.tasks, cfg.seeds, records)
-    log(to_markdown(summary, cfg.seeds))
-    return summary
+    log.info("%d GLUE jobs -> %s", len(first) + len(second), cfg.output_dir)
+    records = run_phase(cfg, first, runner) + run_phase(cfg, second, runner)
+    return write_results(cfg.output_dir, dataclasses.asdict(cfg), cfg.tasks, cfg.seeds, records)
 
 
 def main(argv: list[str]) -> None:
-    """``glue.py <yaml> [key=value ...]``: run the sweep and print the table."""
+    """``glue.py <yaml> [key=value ...]``: run the sweep and print the results table (the program's output,
+    on stdout; progress lines are log messages, on stderr)."""
     parser = argparse.ArgumentParser(prog="glue.py", description="Finetune on GLUE tasks and seeds; one table.")
     parser.add_argument("config", help="YAML file, e.g. yamls/finetune-glue/quickstart.yaml")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. tasks=[rte,mrpc] seeds=[17,42]")
     args = parser.parse_args(argv)
-    run_sweep(load_glue_config(args.config, args.overrides))
+    cfg = load_glue_config(args.config, args.overrides)
+    configure_logging(cfg.python_log_level)
+    print(to_markdown(run_sweep(cfg), cfg.seeds), flush=True)

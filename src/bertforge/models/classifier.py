@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from composer.models import ComposerModel
 from torch import nn
 
+from bertforge.models.flops import FlopsPerBatch
 from bertforge.models.metrics import classification_metrics
 
 
@@ -39,7 +40,7 @@ class SequenceClassifier(nn.Module):
         return self.classifier(self.head(pooled))  # (B, num_labels)
 
 
-class ClassifierComposerModel(ComposerModel):
+class ClassifierComposerModel(FlopsPerBatch, ComposerModel):
     """A :class:`SequenceClassifier` with cross-entropy (or MSE for ``num_labels == 1``) and GLUE metrics."""
 
     head_prefixes = ("model.head.", "model.classifier.")

@@ -1,11 +1,12 @@
-"""Model FLOPs accounting, shared by the benchmark and the ``throughput_mfu`` training callback.
+"""Model FLOPs accounting: one count for the benchmark (``benchmark_fwd.py``) and for training, where
+every ComposerModel of ours supplies ``flops_per_batch`` to Composer's ``SpeedMonitor`` (:class:`FlopsPerBatch`).
 
 Forward FLOPs per real token = ``2 * N`` (N: parameters outside embedding tables, each used in one
 multiply-add per token) plus the attention term ``4 * hidden * keys`` per layer (scores QK^T and the
 weighted sum of V), where ``keys`` is the mean number of keys a query sees: ``seq_len`` for global
 attention, fewer for sliding-window layers (a config that has ``attention_half_windows()``, one
-entry per layer, None for global, e.g. FlexBERT). A train step (forward + backward) is 3x the forward. A family whose compute
-is not attention (e.g. M2's long convolutions) defines ``flops_per_token(seq_len) -> float``
+entry per layer, None for global, e.g. FlexBERT). A train step (forward + backward) is 3x the forward.
+A family whose compute is not attention (e.g. M2's long convolutions) defines ``flops_per_token(seq_len) -> float``
 (forward FLOPs per token) on its model or its config, and that replaces this formula.
 """
 
@@ -16,6 +17,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+
+from bertforge.models.params import count_params, inner_module, peel
+from bertforge.ops.padding import unpad_info
 
 TRAIN_MULTIPLIER = 3  # backward costs about twice the forward
 
@@ -32,34 +36,8 @@ PEAK_TFLOPS: list[tuple[str, tuple[float, float, float]]] = [
 ]
 
 
-def peel(model: Any) -> Any:
-    """``model`` without distributed wrappers (DDP's ``.module``), e.g. the ComposerModel."""
-    while isinstance(model, torch.nn.parallel.DistributedDataParallel):
-        model = model.module
-    return model
-
-
-def unwrap(model: Any) -> Any:
-    """The innermost module: a ComposerModel's ``.model`` (e.g. the transformers model), else ``model``."""
-    model = peel(model)
-    inner = getattr(model, "model", None)
-    return inner if isinstance(inner, torch.nn.Module) else model
-
-
-def count_params(model: torch.nn.Module) -> tuple[int, int]:
-    """(all parameters, parameters outside ``nn.Embedding`` tables); tied weights count once."""
-    total = sum(p.numel() for p in model.parameters())
-    seen: set[int] = set()
-    embedding = 0
-    for module in model.modules():
-        if isinstance(module, torch.nn.Embedding) and id(module.weight) not in seen:
-            seen.add(id(module.weight))
-            embedding += module.weight.numel()
-    return total, total - embedding
-
-
 def _config_of(model: Any) -> Any:
-    return getattr(unwrap(model), "config", None)
+    return getattr(inner_module(model), "config", None)
 
 
 def _shape(config: Any) -> tuple[int, int] | None:
@@ -98,12 +76,12 @@ def forward_flops_per_token(model: Any, seq_len: int, n_params_nonembedding: int
     Uses ``flops_per_token(seq_len)`` from the model (ComposerModel, its inner module, or its config)
     when one exists; else ``2 * N_nonembedding`` plus the attention term (see the module docstring).
     """
-    for owner in (peel(model), unwrap(model), _config_of(model)):
+    for owner in (peel(model), inner_module(model), _config_of(model)):
         hook = getattr(owner, "flops_per_token", None)
         if callable(hook):
             return float(hook(seq_len))
     if n_params_nonembedding is None:
-        n_params_nonembedding = count_params(unwrap(model))[1]
+        n_params_nonembedding = count_params(inner_module(model))[1]
     return float(2 * n_params_nonembedding + attention_flops_per_token(_config_of(model), seq_len))
 
 
@@ -119,7 +97,7 @@ def batch_flops(model: Any, lengths: Iterable[int], train: bool, n_params_nonemb
     Padding is not counted: a model that computes on padding does that work on top of this figure.
     """
     if n_params_nonembedding is None:
-        n_params_nonembedding = count_params(unwrap(model))[1]
+        n_params_nonembedding = count_params(inner_module(model))[1]
     cache: dict[int, float] = {}
     total = 0.0
     for n in lengths:
@@ -152,3 +130,25 @@ def table_peak_flops(gpu_name: str, precision: str, allow_tf32: bool = False) ->
             tflops = half if precision in ("amp_bf16", "amp_fp16", "bf16", "fp16") else (tf32 if allow_tf32 else fp32)
             return tflops * 1e12
     return None
+
+
+def document_lengths(attention_mask: torch.Tensor) -> list[int]:
+    """Real tokens of each sequence in a batch: one per row of a 0/1 mask, one per document of packed rows
+    (segment ids 1, 2, ...), as the unpadded encoders see them (:func:`bertforge.ops.padding.unpad_info`)."""
+    bounds = unpad_info(attention_mask).cu_seqlens
+    return (bounds[1:] - bounds[:-1]).tolist()
+
+
+class FlopsPerBatch:
+    """Mixin for a ComposerModel: ``flops_per_batch(batch)``, the hook Composer's ``SpeedMonitor`` calls to
+    log FLOP/s and MFU, counted as :func:`batch_flops` counts a train step (padding excluded)."""
+
+    def flops_per_batch(self, batch: dict) -> float:
+        """Train-step (forward + backward) model FLOPs of ``batch``, from its ``attention_mask``."""
+        cached = self.__dict__.get("_nonembedding_params")
+        if cached is None:
+            cached = self.__dict__["_nonembedding_params"] = count_params(inner_module(self))[1]
+        mask = batch.get("attention_mask")
+        if mask is None:
+            mask = torch.ones_like(batch["input_ids"])
+        return batch_flops(self, document_lengths(mask), True, cached)
