@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -236,6 +237,10 @@ def _encode(tokenizer: Any, texts: list[str]) -> list[np.ndarray]:
 
 
 def _init_worker(tokenizer: Any) -> None:
+    # A forked worker inherits the parent's signal handlers (e.g. Composer's SIGTERM -> sys.exit); restore the
+    # defaults so that Pool.terminate() always ends it.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     global _WORKER_TOKENIZER
     _WORKER_TOKENIZER = tokenizer
 
@@ -395,6 +400,9 @@ def convert(inputs: Sequence[str | Path] | str | Path | None, out: str | Path, *
                 for item in items:
                     writers[name].write(item)
                 written[name] += len(items)
+        if pool is not None:  # let the workers finish and exit on their own (no terminate signal needed)
+            pool.close()
+            pool.join()
 
     meta = {"format": "tokens" if tok is not None else "text", "tokenizer": tokenizer,
             "vocab_size": len(tok) if tok is not None else None, "text_field": text_field,
