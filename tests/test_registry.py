@@ -18,11 +18,11 @@ def test_registry_names():
         "warmup_stable_decay",
     ]
     assert registry.callbacks.names() == [
-        "batch_size_warmup", "hf_export", "lr_monitor", "memory_monitor", "optimizer_monitor", "real_token_fraction",
-        "runtime_estimator", "speed_monitor", "throughput_mfu",
+        "batch_size_warmup", "generate_samples", "hf_export", "lr_monitor", "memory_monitor", "optimizer_monitor",
+        "real_token_fraction", "runtime_estimator", "speed_monitor", "throughput_mfu",
     ]
     assert registry.loggers.names() == ["mlflow", "tensorboard", "wandb"]
-    assert registry.collators.names() == ["mlm"]
+    assert registry.collators.names() == ["mdlm", "mlm", "sft"]
 
 
 @pytest.mark.parametrize("kind", ["callbacks", "schedulers"])

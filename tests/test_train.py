@@ -80,10 +80,13 @@ def _final_weights(run_dir: Path) -> dict:
     (QUICKSTART_YAML, {}),
     # packed batches carry documents across batches: the checkpoint must hold them (see data/packing.py)
     (REPO / "yamls/quickstart/flexbert-tiny.yaml", {"train_loader.packing": True, "eval_loader.packing": True}),
-], ids=["hf-bert", "flexbert-packed"])
+    # masked diffusion: per-sequence rates and masks come from the checkpointed RNG stream too
+    (REPO / "yamls/generative/quickstart-mdlm.yaml", {"max_duration": "20ba", "eval_subset_num_batches": 1}),
+], ids=["hf-bert", "flexbert-packed", "mdlm-flexbert-packed"])
 def test_sigkill_then_autoresume_matches_uninterrupted(sample_mds, tmp_path, yaml, extra):
-    common = dict(max_duration="60ba", save_interval="10ba", eval_interval="20ba", deterministic=True,
-                  save_num_checkpoints_to_keep=-1, **extra)
+    common = dict({"max_duration": "60ba", "save_interval": "10ba", "eval_interval": "20ba", "deterministic": True,
+                   "save_num_checkpoints_to_keep": -1}, **extra)
+    steps = int(common["max_duration"][:-2])
     straight = tmp_path / "straight"
     result = run_main([str(yaml), *tiny_overrides(sample_mds, straight, **common)])
     assert result.returncode == 0, result.stderr[-3000:]
@@ -100,7 +103,7 @@ def test_sigkill_then_autoresume_matches_uninterrupted(sample_mds, tmp_path, yam
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
-    assert not (killed / "checkpoints" / "ep0-ba60-rank0.pt").exists()
+    assert not (killed / "checkpoints" / f"ep0-ba{steps}-rank0.pt").exists()
     resumed_from = os.readlink(first_ckpt)
     stamp = (killed / "checkpoints" / resumed_from).stat().st_mtime_ns
 
@@ -109,7 +112,7 @@ def test_sigkill_then_autoresume_matches_uninterrupted(sample_mds, tmp_path, yam
     assert (killed / "checkpoints" / resumed_from).stat().st_mtime_ns == stamp, "rerun did not resume"
     want, want_batch = _final_weights(straight)
     got, got_batch = _final_weights(killed)
-    assert want_batch == got_batch == 60
+    assert want_batch == got_batch == steps
     assert want.keys() == got.keys()
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=0, atol=0, msg=name)

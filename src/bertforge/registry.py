@@ -37,7 +37,10 @@ _BUILTIN_MODULES = (
     "bertforge.callbacks.batch_warmup",
     "bertforge.callbacks.throughput",
     "bertforge.callbacks.loggers",
+    "bertforge.callbacks.samples",
     "bertforge.data.mlm",
+    "bertforge.data.mdlm",
+    "bertforge.data.sft",
 )
 
 

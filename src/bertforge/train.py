@@ -25,7 +25,7 @@ from bertforge.checkpoints import discard_incomplete_checkpoints
 from bertforge.config import TrainConfig, load_config
 from bertforge.data.mds_checks import check_mds_split, read_meta, split_dir
 from bertforge.data.packing import documents_in_batch
-from bertforge.data.text import build_text_dataloader
+from bertforge.data.text import build_collator, build_text_dataloader
 from bertforge.data.tokenizer import tokenizer_for_run
 from bertforge.errors import ConfigError, UserError
 from bertforge.models.export import can_export_hf
@@ -126,6 +126,9 @@ def build_model(cfg: TrainConfig, tokenizer):
     model = registry.models.build(cfg.model, "model", tokenizer, transform=lambda kw: expand_paths(kw, cfg))
     if dist.get_global_rank() == 0:
         log.info("model '%s': %s", cfg.model["name"], describe_parameters(model))
+    objective = getattr(build_collator(cfg.train_loader, tokenizer, True, "train_loader"), "objective", "mlm")
+    if hasattr(model, "set_objective"):  # e.g. mdlm: the eval ELBO metric (Composer reads metrics once, at init)
+        model.set_objective(objective)
     loaders = (("train_loader", cfg.train_loader), ("eval_loader", cfg.eval_loader))
     packing = [name for name, loader in loaders if loader and loader.packing]
     if packing and not getattr(model, "supports_packing", False):

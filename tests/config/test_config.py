@@ -14,7 +14,8 @@ from bertforge.errors import ConfigError, UserError
 from bertforge.train import validate
 from tests.conftest import QUICKSTART_YAML, REPO, run_main, tiny_overrides, write_mds
 
-ALL_YAMLS = sorted([*(REPO / "yamls" / "pretrain").glob("*.yaml"), *(REPO / "yamls" / "quickstart").glob("*.yaml")])
+TRAIN_YAML_FOLDERS = ("pretrain", "quickstart", "generative")
+ALL_YAMLS = sorted(p for kind in TRAIN_YAML_FOLDERS for p in (REPO / "yamls" / kind).glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", ALL_YAMLS, ids=lambda p: str(p.relative_to(REPO)))

@@ -26,7 +26,7 @@ def tokenizer(tmp_path_factory) -> BertTokenizerFast:
 
 
 def test_collator_names():
-    assert registry.collators.names() == ["mlm"]
+    assert registry.collators.names() == ["mdlm", "mlm", "sft"]
 
 
 def test_mlm_builder_takes_its_ids_from_the_tokenizer(tokenizer):

@@ -1,7 +1,8 @@
 """Convert plain text, JSONL or Hugging Face datasets into mosaicml-streaming MDS shards.
 
 Text mode writes ``{'text': 'str'}``; token mode writes ``{'input_ids': 'ndarray:uint32'}`` without special
-tokens (the reader adds [CLS]/[SEP]). ``bertforge_meta.json`` next to the split folders records the settings.
+tokens (the reader adds [CLS]/[SEP]); ``--sft`` writes chat conversations as ids + prompt length (see
+:mod:`bertforge.data.sft`). ``bertforge_meta.json`` next to the split folders records the settings.
 ``--train-tokenizer N`` (text mode) also trains an N-token WordPiece tokenizer on the train split and saves it in
 ``{out}/tokenizer/``, the one a run with ``tokenizer.name: null`` and the same settings would train.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -26,6 +28,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from bertforge.data import sft as sft_data
 from bertforge.data.mds_checks import DATA_TOKENIZER_DIR as TOKENIZER_DIR
 from bertforge.data.mds_checks import META_FILE as META_NAME
 from bertforge.errors import UserError
@@ -37,7 +40,7 @@ DOCS_PER_CHUNK = 256
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 Reader = Callable[[], Iterator[str]]
-_WORKER_TOKENIZER: Any = None
+_WORKER_ENCODE: Any = None
 
 
 def _first_line(err: BaseException) -> str:
@@ -85,10 +88,12 @@ def _read_jsonl(path: Path, field: str) -> Iterator[str]:
                 yield value
 
 
-def _file_reader(path: Path, field: str, doc_separator: str) -> Reader:
+def _file_reader(path: Path, field: str | None, doc_separator: str) -> Reader:
     def read() -> Iterator[str]:
         try:
-            if path.suffix.lower() in JSONL_SUFFIXES:
+            if field is None:  # --sft: conversations instead of texts
+                yield from sft_data.read_sft_file(path)
+            elif path.suffix.lower() in JSONL_SUFFIXES:
                 yield from _read_jsonl(path, field)
             else:
                 yield from _read_text(path, doc_separator)
@@ -98,7 +103,9 @@ def _file_reader(path: Path, field: str, doc_separator: str) -> Reader:
     return read
 
 
-def _dataset_reader(label: str, ds: Any, field: str) -> Reader:
+def _dataset_reader(label: str, ds: Any, field: str | None) -> Reader:
+    if field is None:  # --sft
+        return lambda: sft_data.dataset_conversations(label, ds)
     if field not in ds.column_names:
         raise UserError(f"{label}: dataset has no column '{field}' "
                         f"(columns: {', '.join(ds.column_names)}); pass --text-field NAME")
@@ -115,10 +122,10 @@ def _dataset_reader(label: str, ds: Any, field: str) -> Reader:
 
 
 def _docs(readers: Iterable[Reader]) -> Iterator[str]:
-    """All non-empty documents of ``readers``, in order."""
+    """All non-empty documents (or SFT conversations) of ``readers``, in order."""
     for read in readers:
         for doc in read():
-            if doc.strip():
+            if not isinstance(doc, str) or doc.strip():
                 yield doc
 
 
@@ -236,28 +243,28 @@ def _encode(tokenizer: Any, texts: list[str]) -> list[np.ndarray]:
     return [np.asarray(x, dtype=np.uint32) for x in ids]
 
 
-def _init_worker(tokenizer: Any) -> None:
+def _init_worker(encode: Callable[[list], list]) -> None:
     # A forked worker inherits the parent's signal handlers (e.g. Composer's SIGTERM -> sys.exit); restore the
     # defaults so that Pool.terminate() always ends it.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    global _WORKER_TOKENIZER
-    _WORKER_TOKENIZER = tokenizer
+    global _WORKER_ENCODE
+    _WORKER_ENCODE = encode
 
 
-def _worker_encode(texts: list[str]) -> list[np.ndarray]:
-    return _encode(_WORKER_TOKENIZER, texts)
+def _worker_encode(docs: list) -> list:
+    return _WORKER_ENCODE(docs)
 
 
-def _samples(docs: Iterable[str], tokenizer: Any, pool: Any) -> Iterator[Any]:
-    """Documents as they are (text mode) or as uint32 id arrays, in input order."""
-    if tokenizer is None:
+def _samples(docs: Iterable[Any], encode: Callable[[list], list] | None, pool: Any) -> Iterator[Any]:
+    """Documents as they are (text mode) or encoded by ``encode`` (chunk -> list), in input order."""
+    if encode is None:
         yield from docs
         return
     it = iter(docs)
     chunks = iter(lambda: list(itertools.islice(it, DOCS_PER_CHUNK)), [])
     # imap keeps the chunk order, so the output does not depend on the worker count
-    for encoded in pool.imap(_worker_encode, chunks) if pool else (_encode(tokenizer, c) for c in chunks):
+    for encoded in pool.imap(_worker_encode, chunks) if pool else map(encode, chunks):
         yield from encoded
 
 
@@ -309,9 +316,10 @@ def convert(inputs: Sequence[str | Path] | str | Path | None, out: str | Path, *
             concat_tokens: int | None = None, shard_size: int | str = "64mb", compression: str | None = None,
             num_workers: int = 1, overwrite: bool = False, split_inputs: dict[str, Any] | None = None,
             hf_dataset: str | None = None, hf_config: str | None = None, train_tokenizer: int | None = None,
-            lowercase: bool = True) -> dict[str, Any]:
+            lowercase: bool = True, sft: sft_data.SFTOptions | None = None) -> dict[str, Any]:
     """Write ``{out}/{split}/`` MDS shards plus ``{out}/bertforge_meta.json``; return the meta dict.
 
+    ``sft`` reads conversations (alpaca records or messages lists) and writes SFT samples (needs ``tokenizer``).
     ``split_inputs`` maps split names to a path or list of paths and replaces ``inputs`` and ``splits``.
     ``train_tokenizer`` (a vocabulary size) also trains a WordPiece tokenizer (``lowercase``) on the 'train'
     split (else the first) into ``{out}/tokenizer/``.
@@ -327,10 +335,12 @@ def convert(inputs: Sequence[str | Path] | str | Path | None, out: str | Path, *
     names = _parse_splits(list(split_inputs) if split_inputs else splits)
     size_limit = _check_options(doc_separator, num_workers, tokenizer, concat_tokens, shard_size, compression,
                                 train_tokenizer)
+    if sft is not None and (tokenizer is None or concat_tokens):
+        raise UserError("--sft: needs --tokenizer and cannot pack (drop --concat-tokens)")
     if train_tokenizer is not None and TOKENIZER_DIR in names:
         raise UserError(f"--splits: a split named '{TOKENIZER_DIR}' would hold the trained tokenizer; rename it")
     jobs = _plan(inputs, split_inputs, (hf_dataset, hf_config) if hf_dataset else None,
-                 names, text_field, doc_separator)
+                 names, text_field if sft is None else None, doc_separator)
     if any(split is None for split, _ in jobs) and not 0 < val_ratio < 1:
         raise UserError(f"--val-ratio {val_ratio}: must be between 0 and 1 (exclusive)")
     out = Path(out).expanduser()
@@ -365,7 +375,9 @@ def convert(inputs: Sequence[str | Path] | str | Path | None, out: str | Path, *
             shutil.rmtree(target)
         elif target.exists():
             target.unlink()
-    columns = {"input_ids": "ndarray:uint32"} if tok is not None else {"text": "str"}
+    encode = None if tok is None else sft_data.SFTEncoder(tok, sft) if sft else functools.partial(_encode, tok)
+    stats = sft_data.SFTStats(encode) if sft else None
+    columns = sft_data.COLUMNS if sft else {"input_ids": "ndarray:uint32"} if tok is not None else {"text": "str"}
     written = dict.fromkeys(names, 0)
     pool = None
     with contextlib.ExitStack() as stack:
@@ -373,7 +385,7 @@ def convert(inputs: Sequence[str | Path] | str | Path | None, out: str | Path, *
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
             fork = "fork" in multiprocessing.get_all_start_methods()  # fork: no re-import per worker
             ctx = multiprocessing.get_context("fork" if fork else None)
-            pool = stack.enter_context(ctx.Pool(num_workers, initializer=_init_worker, initargs=(tok,)))
+            pool = stack.enter_context(ctx.Pool(num_workers, initializer=_init_worker, initargs=(encode,)))
         writers = {n: stack.enter_context(MDSWriter(out=str(out / n), columns=columns,
                                                     compression=compression, size_limit=size_limit))
                    for n in names}
@@ -386,11 +398,13 @@ def convert(inputs: Sequence[str | Path] | str | Path | None, out: str | Path, *
                 n_val = min(count - 1, max(1, round(count * val_ratio)))
                 is_val = np.zeros(count, dtype=bool)
                 is_val[np.random.default_rng(seed).permutation(count)[:n_val]] = True
-            for index, sample in enumerate(_samples(_docs(readers), tok, pool)):
+            for index, sample in enumerate(_samples(_docs(readers), encode, pool)):
                 bar.update(1)
                 name = split if is_val is None else names[int(is_val[index])]
                 if tok is None:
                     items = [{"text": sample}]
+                elif stats is not None:
+                    items = stats.items(sample)
                 elif len(sample) == 0:
                     continue
                 elif concat_tokens:
@@ -404,10 +418,10 @@ def convert(inputs: Sequence[str | Path] | str | Path | None, out: str | Path, *
             pool.close()
             pool.join()
 
-    meta = {"format": "tokens" if tok is not None else "text", "tokenizer": tokenizer,
+    meta = {"format": "sft" if sft else "tokens" if tok is not None else "text", "tokenizer": tokenizer,
             "vocab_size": len(tok) if tok is not None else None, "text_field": text_field,
             "doc_separator": doc_separator, "concat_tokens": concat_tokens, "inputs": sources,
-            "splits": written, "trained_tokenizer": None}
+            "splits": written, "trained_tokenizer": None} | ({"sft": stats.meta()} if stats else {})
     if train_tokenizer is not None:
         meta["trained_tokenizer"] = _train_tokenizer(out, "train" if "train" in names else names[0],
                                                      train_tokenizer, lowercase)
@@ -466,6 +480,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     p.add_argument("--train-tokenizer", type=int, metavar="VOCAB_SIZE",
                    help="also train a WordPiece tokenizer on the train split into OUT/tokenizer (text mode)")
     p.add_argument("--cased", action="store_true", help="--train-tokenizer: keep case (default: lowercase)")
+    sft_data.add_sft_arguments(p)
     args = p.parse_args(argv)
     if args.cased and args.train_tokenizer is None:
         raise UserError("--cased: only applies to --train-tokenizer VOCAB_SIZE; add it or drop --cased")
@@ -478,7 +493,8 @@ def main(argv: list[str]) -> dict[str, Any]:
                    doc_separator=args.doc_separator, concat_tokens=args.concat_tokens,
                    shard_size=args.shard_size, compression=args.compression, num_workers=args.num_workers,
                    overwrite=args.overwrite, split_inputs=split_inputs, hf_dataset=args.hf_dataset,
-                   hf_config=args.hf_config, train_tokenizer=args.train_tokenizer, lowercase=not args.cased)
+                   hf_config=args.hf_config, train_tokenizer=args.train_tokenizer, lowercase=not args.cased,
+                   sft=sft_data.sft_options(args))
     counts = ", ".join(f"{k}={v}" for k, v in meta["splits"].items())
     print(f"wrote {args.out} ({meta['format']}): {counts}", file=sys.stderr)
     return meta

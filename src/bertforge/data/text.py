@@ -28,6 +28,10 @@ class StreamingTextDataset(StreamingDataset):
 
     def __getitem__(self, idx: int) -> dict:
         sample = super().__getitem__(idx)
+        if "prompt_len" in sample:  # SFT (bertforge.data.sft): complete ids; the collator pads them to pad_to
+            ids = np.asarray(sample["input_ids"], dtype=np.int64)[: self.max_seq_len].tolist()
+            return {"input_ids": ids, "prompt_len": min(int(sample["prompt_len"]), len(ids)),
+                    "pad_to": self.max_seq_len}
         if "input_ids" in sample:
             body = np.asarray(sample["input_ids"], dtype=np.int64)[: self.max_seq_len - 2].tolist()
             ids = self.tokenizer.build_inputs_with_special_tokens(body)

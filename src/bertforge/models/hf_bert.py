@@ -9,16 +9,45 @@ from transformers import AutoConfig, AutoModelForMaskedLM, PretrainedConfig
 
 from bertforge.config.validate import check_config
 from bertforge.errors import ConfigError, UserError, did_you_mean
+from bertforge.models.common.mlm import is_mdlm_batch, masked_token_loss, mdlm_loss, mdlm_loss_terms
 from bertforge.models.common.vocab import check_vocab, padded_vocab_size
 from bertforge.models.flops import FlopsPerBatch
-from bertforge.models.metrics import mlm_metrics
+from bertforge.models.metrics import MDLMNegativeELBO, lm_metrics, mlm_metrics
 from bertforge.registry import models
 
 KEY = "model"
 
 
 class HFMaskedLM(FlopsPerBatch, HuggingFaceModel):
-    """Composer's HuggingFaceModel that also supplies ``flops_per_batch`` to SpeedMonitor (FLOP/s, MFU)."""
+    """Composer's HuggingFaceModel that also supplies ``flops_per_batch`` to SpeedMonitor (FLOP/s, MFU).
+
+    Batches of a masked diffusion collator (``mdlm_t`` present) train on the MDLM loss, computed here from the
+    logits rather than by the transformers model; :meth:`set_objective` adds the MDLM eval metric.
+    """
+
+    def set_objective(self, objective: str) -> None:
+        """Fresh metrics for ``'mlm'`` or ``'mdlm'`` (which adds the negative ELBO on eval); call before the Trainer."""
+        self.train_metrics = {type(m).__name__: m for m in lm_metrics(objective, train=True)}
+        self.val_metrics = {type(m).__name__: m for m in lm_metrics(objective)}
+
+    def forward(self, batch):
+        if is_mdlm_batch(batch):  # the transformers model would compute an unweighted loss over the labels
+            batch = {k: v for k, v in batch.items() if k != "labels"}
+        return super().forward(batch)
+
+    def loss(self, outputs, batch):
+        if not is_mdlm_batch(batch):
+            return super().loss(outputs, batch)
+        labels = batch["labels"]
+        return mdlm_loss(masked_token_loss(outputs["logits"], labels), labels, batch)
+
+    def update_metric(self, batch, outputs, metric) -> dict:
+        if not isinstance(metric, MDLMNegativeELBO):
+            return super().update_metric(batch, outputs, metric)
+        if is_mdlm_batch(batch):  # eval_forward moved the labels to self.labels; outputs are the logits
+            token_loss = masked_token_loss(outputs, self.labels.to(outputs.device))
+            metric.update(*mdlm_loss_terms(token_loss, self.labels, batch))
+        return {}
 
 
 def config_class_for_type(model_type: str) -> type[PretrainedConfig]:

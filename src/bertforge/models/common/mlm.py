@@ -1,4 +1,5 @@
-"""The masked-LM output every family returns, and sparse prediction over the masked tokens only."""
+"""The masked-LM output every family returns, sparse prediction over the masked tokens only, and the masked
+diffusion (MDLM) loss: masked-token cross-entropies weighted per sequence, per maskable token."""
 
 from __future__ import annotations
 
@@ -12,11 +13,16 @@ from bertforge.data.mlm import IGNORE_INDEX
 
 
 class MLMOutput(NamedTuple):
-    """``logits`` ``(n_masked, vocab)`` with their ``labels`` when labels were given, else ``(B, L, V)``."""
+    """``logits`` ``(n_masked, vocab)`` with their ``labels`` when labels were given, else ``(B, L, V)``.
+
+    ``token_loss`` ``(n_masked,)`` float32 is each masked token's cross-entropy (``loss`` is its mean), in the
+    row-major order of the masked positions of the ``(B, L)`` labels.
+    """
 
     logits: torch.Tensor
     labels: torch.Tensor | None
     loss: torch.Tensor | None
+    token_loss: torch.Tensor | None = None
 
 
 def sparse_mlm(hidden: torch.Tensor, flat_labels: torch.Tensor, head: nn.Module, decoder: nn.Module) -> MLMOutput:
@@ -24,4 +30,49 @@ def sparse_mlm(hidden: torch.Tensor, flat_labels: torch.Tensor, head: nn.Module,
     selected = flat_labels != IGNORE_INDEX
     logits = decoder(head(hidden[selected]))  # (n_masked, V)
     targets = flat_labels[selected]
-    return MLMOutput(logits, targets, F.cross_entropy(logits.float(), targets))
+    token_loss = F.cross_entropy(logits.float(), targets, reduction="none")  # (n_masked,)
+    return MLMOutput(logits, targets, token_loss.mean(), token_loss)
+
+
+def is_mdlm_batch(batch: dict) -> bool:
+    """Whether ``batch`` comes from a masked diffusion collator (it carries ``mdlm_t``)."""
+    return "mdlm_t" in batch
+
+
+def masked_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy ``(n_masked,)`` float32 of dense ``logits`` ``(B, L, V)`` at the labelled positions, row-major."""
+    selected = labels != IGNORE_INDEX
+    return F.cross_entropy(logits[selected].float(), labels[selected], reduction="none")
+
+
+class MDLMLossTerms(NamedTuple):
+    """A batch's weighted masked-token cross-entropy ``total`` and its count of maskable ``tokens``."""
+
+    total: torch.Tensor
+    tokens: torch.Tensor
+
+
+def mdlm_loss_terms(token_loss: torch.Tensor, labels: torch.Tensor, batch: dict) -> MDLMLossTerms:
+    """``sum_i w_i * CE_i`` over the masked tokens ``i`` and the number of maskable tokens of ``batch``.
+
+    ``token_loss`` ``(n_masked,)`` lists the masked positions of ``labels`` ``(B, L)`` in row-major order; ``w_i``
+    is the weight of its sequence: ``batch['mdlm_weight']`` ``(B,)`` when present, else ``1 / batch['mdlm_t']``.
+    """
+    weight = batch.get("mdlm_weight")
+    weight = 1.0 / batch["mdlm_t"].float() if weight is None else weight.float()  # (B,)
+    rows = (labels != IGNORE_INDEX).nonzero(as_tuple=True)[0]  # (n_masked,) the sequence of each target
+    if rows.numel() != token_loss.numel():
+        raise ValueError(f"{token_loss.numel()} token losses for {rows.numel()} masked positions")
+    total = (token_loss.float() * weight.to(token_loss.device)[rows]).sum()
+    return MDLMLossTerms(total, batch["mdlm_maskable"].sum())
+
+
+def mdlm_loss(token_loss: torch.Tensor, labels: torch.Tensor, batch: dict) -> torch.Tensor:
+    """The MDLM loss: weighted masked-token cross-entropy per maskable token (:func:`mdlm_loss_terms`).
+
+    With ``inverse_t`` weights it is the negative ELBO in nats per token. Composer's microbatching normalises
+    each microbatch by its own maskable tokens and averages microbatches by their sequence counts, as it does
+    for every loss.
+    """
+    total, tokens = mdlm_loss_terms(token_loss, labels, batch)
+    return total / tokens.clamp(min=1)

@@ -1,0 +1,163 @@
+"""Our sampler with confidence-threshold parallel decoding vs the LLaDA / dllm reference schedule.
+
+The reference is re-implemented here from the published algorithm (LLaDA, Nie et al. 2025, "generate" with
+low-confidence remasking): the answer starts as mask tokens; blocks of ``block_length`` are decoded left to right
+with ``steps / blocks`` forward passes each; at every pass each row commits a fixed number of its most confident
+masked positions of the current block (the block's mask count spread evenly over its steps, remainder first).
+Every method decodes each prompt alone, greedily (temperature 0), without an end-of-answer stop, so all of them
+produce ``max_new_tokens`` tokens. Reported per method: forward passes per generated token, tokens/s, and
+agreement (fraction of equal tokens) with the one-token-per-step greedy output (the reference at
+steps = max_new_tokens).
+
+    python benchmarks/sampler_speed.py --model runs/<run>/hf --base --max-new-tokens 64 --block-length 32 \\
+        --steps 64,32 --thresholds 0.9,0.7 --out bench/sampler_speed.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import time
+from pathlib import Path
+
+import torch
+
+from bertforge.generation import SamplerConfig, encode_prompt, load_masked_lm, logits_fn, sample
+
+REPO = Path(__file__).resolve().parents[1]
+SHAKESPEARE = REPO / "data/sample/tinyshakespeare.txt"
+MODERNBERT_TOKENIZER = REPO.parent / "shared/data/tokenizers/modernbert"
+
+
+def reference_generate(model_fn, prompt: list[int], steps: int, gen_length: int, block_length: int,
+                       mask_id: int) -> tuple[torch.Tensor, int]:
+    """The LLaDA schedule for one prompt, greedy: (answer ids (gen_length,), forward passes)."""
+    x = torch.tensor(prompt + [mask_id] * gen_length)[None]  # (1, P + N)
+    start, blocks = len(prompt), gen_length // block_length
+    per_block, passes = steps // blocks, 0
+    for b in range(blocks):
+        lo, hi = start + b * block_length, start + (b + 1) * block_length
+        masked = int((x[0, lo:hi] == mask_id).sum())
+        quota = [masked // per_block + (i < masked % per_block) for i in range(per_block)]  # commits per step
+        for k in quota:
+            is_mask = x == mask_id
+            logits = model_fn(x, torch.ones_like(x)).float()  # (1, P + N, V)
+            passes += 1
+            logits[..., mask_id] = float("-inf")  # as in our sampler: the mask token is never a prediction
+            pred = logits.argmax(-1)
+            conf = logits.softmax(-1).gather(-1, pred[..., None]).squeeze(-1)
+            conf[:, hi:] = float("-inf")  # nothing beyond the current block
+            conf = torch.where(is_mask, conf, float("-inf"))
+            if k:
+                pick = conf[0].topk(k).indices
+                x[0, pick] = pred[0, pick]
+    return x[0, start:], passes
+
+
+def shakespeare_prompts(count: int, words: int = 6) -> list[str]:
+    """The first ``words`` words of ``count`` speeches spread through tiny-shakespeare."""
+    speeches = [s.strip() for s in re.split(r"\n\s*\n", SHAKESPEARE.read_text()) if len(s.split()) > words]
+    stride = max(1, len(speeches) // count)
+    return [" ".join(speeches[i * stride].split()[:words]) for i in range(count)]
+
+
+def random_modernbert_base(folder: Path) -> Path:
+    """A randomly initialised ModernBERT-base-shaped masked LM with the ModernBERT tokenizer, saved to ``folder``."""
+    from transformers import AutoTokenizer, ModernBertConfig, ModernBertForMaskedLM
+
+    if not (folder / "config.json").is_file():
+        torch.manual_seed(0)
+        tok = AutoTokenizer.from_pretrained(MODERNBERT_TOKENIZER)
+        config = ModernBertConfig(vocab_size=50368, hidden_size=768, num_hidden_layers=22, num_attention_heads=12,
+                                  intermediate_size=1152, local_attention=128, global_attn_every_n_layers=3,
+                                  max_position_embeddings=8192, pad_token_id=tok.pad_token_id)
+        ModernBertForMaskedLM(config).save_pretrained(folder)
+        tok.save_pretrained(folder)
+    return folder
+
+
+def run_model(folder: str, args) -> list[dict]:
+    """Every method on one model: one row per (method, steps, threshold)."""
+    model, tok = load_masked_lm(folder)
+    fn = logits_fn(model, len(tok))
+    prompts = [encode_prompt(tok, p) for p in shakespeare_prompts(args.prompts)]
+    n, mask = args.max_new_tokens, tok.mask_token_id
+    fn(torch.tensor([prompts[0]]), torch.ones(1, len(prompts[0]), dtype=torch.long))  # warm-up
+
+    def timed(method: str, steps: int, threshold: float | None, decode) -> tuple[dict, list[torch.Tensor]]:
+        outs, passes, start = [], 0, time.perf_counter()
+        for p in prompts:
+            ids, calls = decode(p)
+            outs.append(ids)
+            passes += calls
+        seconds = time.perf_counter() - start
+        row = {"model": folder, "method": method, "steps": steps, "threshold": threshold or "",
+               "passes_per_token": passes / (n * len(prompts)), "tokens_per_s": n * len(prompts) / seconds}
+        return row, outs
+
+    def ours(steps: int, threshold: float | None):
+        config = SamplerConfig(max_new_tokens=n, steps=steps, block_length=args.block_length, threshold=threshold)
+
+        def decode(p):
+            out = sample(fn, [p], config, mask_token_id=mask, pad_token_id=tok.pad_token_id)
+            return out.tokens[0], out.forward_passes
+        return decode
+
+    rows, baseline = [], None
+    with torch.inference_mode():
+        for steps in args.steps:
+            ref = lambda p, s=steps: reference_generate(fn, p, s, n, args.block_length, mask)  # noqa: E731
+            runs = [("reference (LLaDA schedule)", steps, None, ref),
+                    ("ours, no threshold", steps, None, ours(steps, None))]
+            runs += [("ours, threshold", steps, t, ours(steps, t)) for t in args.thresholds]
+            for method, s, t, decode in runs:
+                row, outs = timed(method, s, t, decode)
+                if baseline is None:  # the first run: the reference at the largest budget (one token per step)
+                    baseline = outs
+                same = sum(int((a == b).sum()) for a, b in zip(outs, baseline))
+                row["agreement"] = same / (n * len(prompts))
+                rows.append(row)
+                print(f"{Path(folder).name:>28} {method:>28} steps={s:<4} thr={t or '-':<5} "
+                      f"passes/token={row['passes_per_token']:.3f} tokens/s={row['tokens_per_s']:.1f} "
+                      f"agreement={row['agreement']:.3f}", flush=True)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", action="append", default=[], help="Hugging Face masked-LM folder (repeatable)")
+    p.add_argument("--base", action="store_true", help="also a random ModernBERT-base-shaped model")
+    p.add_argument("--base-folder", default="bench/random-modernbert-base")
+    p.add_argument("--prompts", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--block-length", type=int, default=32)
+    p.add_argument("--steps", default="64,32", help="comma list; the first must equal --max-new-tokens")
+    p.add_argument("--thresholds", default="0.9,0.7")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default="bench/sampler_speed.csv")
+    args = p.parse_args()
+    args.steps = [int(s) for s in args.steps.split(",")]
+    args.thresholds = [float(t) for t in args.thresholds.split(",") if t]
+    if args.steps[0] != args.max_new_tokens:
+        p.error("--steps: the first budget must equal --max-new-tokens (it is the one-token-per-step baseline)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    folders = list(args.model) + ([str(random_modernbert_base(Path(args.base_folder)))] if args.base else [])
+    rows = [row for folder in folders for row in run_model(folder, args)]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print("\n| model | method | steps | threshold | passes/token | tokens/s | agreement |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {Path(r['model']).name} | {r['method']} | {r['steps']} | {r['threshold'] or '-'} | "
+              f"{r['passes_per_token']:.3f} | {r['tokens_per_s']:.1f} | {r['agreement']:.1%} |")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,13 @@
+"""Masked-diffusion text generation: the iterative-unmasking sampler, model loading, and text in/out.
+
+    from bertforge.generation import SamplerConfig, TextGenerator
+    gen = TextGenerator.from_pretrained("runs/<run>/hf")
+    print(gen.generate(["ROMEO:"], SamplerConfig(max_new_tokens=64, steps=32, block_length=32)))
+"""
+
+from bertforge.generation.loading import load_masked_lm, logits_fn
+from bertforge.generation.sampler import GenerationOutput, ModelFn, SamplerConfig, sample
+from bertforge.generation.text import TextGenerator, encode_prompt, end_token_ids
+
+__all__ = ["GenerationOutput", "ModelFn", "SamplerConfig", "TextGenerator", "encode_prompt", "end_token_ids",
+           "load_masked_lm", "logits_fn", "sample"]

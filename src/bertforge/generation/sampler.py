@@ -1,0 +1,197 @@
+"""Iterative unmasking for masked-diffusion language models: the sampling algorithm, in plain torch.
+
+The answer starts as ``max_new_tokens`` mask tokens after the prompt. It is decoded in semi-autoregressive
+blocks of ``block_length`` tokens, left to right; the ``steps`` budget is spread over the blocks. At each step
+the model predicts every position, and the best still-masked positions of the current block are committed:
+``k = ceil(masked / steps left)`` of them (so a block is done within its steps), ranked by ``low_confidence``
+(the predicted token's probability), ``margin`` (top-1 minus top-2 probability) or ``random``, plus, with a
+``threshold``, every position whose predicted token's probability exceeds it (parallel decoding as in
+Fast-dLLM). A committed token never changes. Temperature 0 takes the argmax (deterministic); temperature > 0
+samples with Gumbel noise. Once an end-of-answer token is committed, the masked positions after it are filled
+with [PAD] (attended, as chat finetuning shows them: answer, end token, padding), and a row whose canvas holds
+no mask is finished: no further forward pass is spent on it.
+
+The model is any callable ``(input_ids (R, W), attention_mask (R, W)) -> logits (R, W, V)``. It always sees
+right-padded rows whose real tokens start at column 0, so a prompt decoded alone or in a batch of longer
+prompts sees the same positions and gives the same tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from bertforge.errors import ConfigError, UserError
+
+ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+REMASKING = ("low_confidence", "margin", "random")
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How to decode: ``steps`` defaults to ``max_new_tokens`` (one token per step), ``block_length`` to one block."""
+
+    max_new_tokens: int = 64
+    steps: int | None = None
+    block_length: int | None = None
+    temperature: float = 0.0  # 0: greedy; > 0: Gumbel-max sampling from softmax(logits / temperature)
+    remasking: str = "low_confidence"  # which masked positions to commit first
+    threshold: float | None = None  # also commit every position whose token probability exceeds this
+    seed: int = 0  # Gumbel noise and ``random`` ranking
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ConfigError("max_new_tokens", f"{self.max_new_tokens}: must be at least 1")
+        if self.block_len < 1 or self.max_new_tokens % self.block_len:
+            raise ConfigError("block_length", f"{self.block_length} does not divide max_new_tokens "
+                              f"{self.max_new_tokens}; choose a divisor of it (or leave it unset: one block)")
+        if self.num_steps < self.num_blocks:
+            raise ConfigError("steps", f"{self.num_steps} is fewer than the {self.num_blocks} blocks (max_new_tokens "
+                              f"{self.max_new_tokens} / block_length {self.block_len}); every block needs a step: "
+                              f"raise steps to at least {self.num_blocks} or raise block_length")
+        if self.remasking not in REMASKING:
+            raise ConfigError("remasking", f"'{self.remasking}': choose one of {', '.join(REMASKING)}")
+        if self.temperature < 0:
+            raise ConfigError("temperature", f"{self.temperature}: must be >= 0 (0 is greedy)")
+        if self.threshold is not None and not 0 < self.threshold <= 1:
+            raise ConfigError("threshold", f"{self.threshold}: must be in (0, 1] (1.0 never fires)")
+
+    @property
+    def block_len(self) -> int:
+        return self.max_new_tokens if self.block_length is None else self.block_length
+
+    @property
+    def num_blocks(self) -> int:
+        return self.max_new_tokens // self.block_len
+
+    @property
+    def num_steps(self) -> int:
+        return self.steps if self.steps is not None else self.max_new_tokens
+
+    def steps_per_block(self) -> list[int]:
+        """The step budget of each block: an even share, the remainder to the first blocks."""
+        base, extra = divmod(self.num_steps, self.num_blocks)
+        return [base + (b < extra) for b in range(self.num_blocks)]
+
+
+class GenerationOutput(NamedTuple):
+    """``tokens`` (B, max_new_tokens): the decoded canvas (pad after an end token); ``commit_step`` (B, N): the
+    step that committed each position (-1: filled after an end token); ``answers``: each row's tokens before its
+    first end token; ``forward_passes``: model calls made for the whole batch."""
+
+    tokens: torch.Tensor
+    commit_step: torch.Tensor
+    answers: list[list[int]]
+    forward_passes: int
+
+
+def sample(model_fn: ModelFn, prompts: Sequence[Sequence[int]], config: SamplerConfig, *, mask_token_id: int,
+           pad_token_id: int, end_token_ids: Sequence[int] = (), max_length: int | None = None,
+           device: torch.device | str | None = None) -> GenerationOutput:
+    """Decode ``config.max_new_tokens`` tokens after each prompt (token ids) with ``model_fn``; see the module doc."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise UserError("every prompt needs at least one token (an empty prompt was given)")
+    lens = torch.tensor([len(p) for p in prompts], device=device)  # (B,)
+    longest, n = int(lens.max()), config.max_new_tokens
+    if max_length is not None and longest + n > max_length:
+        raise UserError(f"prompt of {longest} tokens + max_new_tokens {n} = {longest + n} exceeds the model's "
+                        f"max length {max_length}; shorten the prompt or lower max_new_tokens")
+    batch = len(prompts)
+    x = torch.full((batch, longest + n), pad_token_id, dtype=torch.long, device=device)  # left-padded prompts
+    for i, p in enumerate(prompts):
+        x[i, longest - len(p):longest] = torch.as_tensor(list(p), dtype=torch.long)
+    x[:, longest:] = mask_token_id
+    open_ = torch.ones(batch, n, dtype=torch.bool, device=device)  # canvas positions not yet committed
+    commit_step = torch.full((batch, n), -1, dtype=torch.long, device=device)
+    ends = torch.tensor(sorted(set(end_token_ids)), dtype=torch.long, device=device)
+    gen = torch.Generator(device=x.device).manual_seed(config.seed)
+    passes, first_step = 0, 0
+    for b, budget in enumerate(config.steps_per_block()):
+        lo, hi = b * config.block_len, (b + 1) * config.block_len  # canvas columns of this block
+        for s in range(budget):
+            block_open = open_[:, lo:hi]  # (B, L)
+            rows = block_open.any(1).nonzero().squeeze(1)  # (R,) rows with work left in this block
+            if rows.numel() == 0:
+                break
+            logits = _block_logits(model_fn, x[rows], lens[rows], longest, lo, hi, pad_token_id)
+            passes += 1
+            logits[..., mask_token_id] = float("-inf")  # the mask token is never a prediction
+            tokens, score, prob = _propose(logits, config, gen)  # (R, L) each
+            k = (block_open[rows].sum(1) + (budget - s) - 1) // (budget - s)  # ceil(masked / steps left)
+            chosen = _choose(score, prob, block_open[rows], k, config.threshold)  # (R, L)
+            x[rows, longest + lo:longest + hi] = torch.where(chosen, tokens, x[rows, longest + lo:longest + hi])
+            open_[rows, lo:hi] &= ~chosen
+            commit_step[rows, lo:hi] = torch.where(chosen, first_step + s, commit_step[rows, lo:hi])
+            if ends.numel():
+                _fill_after_end(x[:, longest:], open_, ends, pad_token_id)
+        first_step += budget
+    tokens = x[:, longest:]
+    return GenerationOutput(tokens, commit_step, _answers(tokens, ends), passes)
+
+
+def _block_logits(model_fn: ModelFn, x: torch.Tensor, lens: torch.Tensor, longest: int,
+                  lo: int, hi: int, pad_token_id: int) -> torch.Tensor:
+    """Run the model on right-padded rows (real tokens from column 0); return the block's logits (R, L, V)."""
+    total = x.shape[1]
+    width = int(lens.max()) + total - longest  # the longest of these rows, with its canvas
+    src = (longest - lens)[:, None] + torch.arange(width, device=x.device)[None]  # (R, W) column in x
+    mask = (src < total).long()  # (R, W) 1 on the prompt and canvas, 0 on the padding after them
+    ids = torch.cat([x, torch.full_like(x[:, :1], pad_token_id)], 1).gather(1, src.clamp(max=total))
+    logits = model_fn(ids, mask)  # (R, W, V)
+    cols = lens[:, None] + torch.arange(lo, hi, device=x.device)[None]  # (R, L) block columns in these rows
+    return logits.gather(1, cols[..., None].expand(-1, -1, logits.shape[-1])).float()
+
+
+def _propose(logits: torch.Tensor, config: SamplerConfig, gen: torch.Generator):
+    """Per position: the proposed token, its ranking score, and its probability under softmax(logits)."""
+    probs = logits.softmax(-1)  # (R, L, V)
+    if config.temperature > 0:
+        u = torch.rand(logits.shape, generator=gen, device=logits.device, dtype=torch.float64)
+        gumbel = -torch.log(-torch.log(u.clamp_min(1e-20)))
+        tokens = (logits.double() / config.temperature + gumbel).argmax(-1)
+    else:
+        tokens = logits.argmax(-1)
+    prob = probs.gather(-1, tokens[..., None]).squeeze(-1)  # (R, L)
+    if config.remasking == "low_confidence":
+        score = prob
+    elif config.remasking == "margin":
+        top2 = probs.topk(2, dim=-1).values
+        score = top2[..., 0] - top2[..., 1]
+    else:
+        score = torch.rand(prob.shape, generator=gen, device=prob.device, dtype=torch.float64).float()
+    return tokens, score, prob
+
+
+def _choose(score: torch.Tensor, prob: torch.Tensor, open_: torch.Tensor, k: torch.Tensor,
+            threshold: float | None) -> torch.Tensor:
+    """The open positions to commit: each row's ``k`` best by ``score`` (ties: leftmost), plus, with a threshold,
+    every open position whose probability exceeds it."""
+    score = score.masked_fill(~open_, float("-inf"))
+    order = score.sort(dim=1, descending=True, stable=True).indices  # (R, L) positions, best first
+    rank = order.argsort(dim=1)  # (R, L) each position's place in that order
+    chosen = open_ & (rank < k[:, None])
+    if threshold is not None:
+        chosen |= open_ & (prob > threshold)
+    return chosen
+
+
+def _fill_after_end(canvas: torch.Tensor, open_: torch.Tensor, ends: torch.Tensor, pad_token_id: int) -> None:
+    """In place: the open positions after each row's first committed end token become padding."""
+    n = canvas.shape[1]
+    is_end = torch.isin(canvas, ends) & ~open_  # (B, N)
+    first = torch.where(is_end.any(1), is_end.int().argmax(1), n)  # (B,)
+    fill = open_ & (torch.arange(n, device=canvas.device)[None] > first[:, None])
+    canvas[fill] = pad_token_id
+    open_ &= ~fill
+
+
+def _answers(tokens: torch.Tensor, ends: torch.Tensor) -> list[list[int]]:
+    """Each row's tokens before its first end token."""
+    stop, out = set(ends.tolist()), []
+    for row in tokens.tolist():
+        cut = next((i for i, tok in enumerate(row) if tok in stop), len(row))
+        out.append(row[:cut])
+    return out

@@ -1,0 +1,79 @@
+"""Text in, text out: prompts tokenized for the sampler, the end-of-answer tokens resolved, answers decoded."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from bertforge.errors import UserError
+from bertforge.generation.loading import check_mask_token, load_masked_lm, logits_fn, model_max_length
+from bertforge.generation.sampler import GenerationOutput, ModelFn, SamplerConfig, sample
+
+
+def encode_prompt(tokenizer: Any, prompt: str, chat: bool = False) -> list[int]:
+    """Token ids of ``prompt``: the tokenizer's chat template with a generation prompt when ``chat``, else
+    [CLS] (or BOS) + the text, with no [SEP]: the answer continues the text."""
+    if chat:
+        if not getattr(tokenizer, "chat_template", None):
+            raise UserError("--chat: this tokenizer has no chat template; drop --chat or use a chat model's folder")
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                            tokenize=True)
+        return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+    start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    body = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return ([start] if start is not None else []) + list(body)
+
+
+def end_token_ids(tokenizer: Any, end_tokens: Sequence[str] | None = None) -> list[int]:
+    """Ids of the end-of-answer tokens: ``end_tokens`` (each must be one token), else the tokenizer's eos token,
+    else its sep token; ``end_tokens=[]`` turns the stop off."""
+    if end_tokens is None:
+        found = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+        return [] if found is None else [found]
+    ids = []
+    for token in end_tokens:
+        tid = tokenizer.convert_tokens_to_ids(token)
+        if tid is None or tid == tokenizer.unk_token_id:
+            raise UserError(f"end token '{token}' is not a single token of this tokenizer; give one of its tokens, "
+                            f"e.g. {tokenizer.sep_token or tokenizer.eos_token}")
+        ids.append(tid)
+    return ids
+
+
+@dataclass
+class TextGenerator:
+    """A model callable and its tokenizer: ``generate(prompts, config)`` returns the answers as text."""
+
+    model_fn: ModelFn
+    tokenizer: Any
+    max_length: int | None = None
+    device: torch.device | str | None = None
+
+    @classmethod
+    def from_pretrained(cls, folder: str, device: str = "cpu", dtype: torch.dtype | None = None) -> TextGenerator:
+        """Load a Hugging Face masked-LM folder (see :func:`load_masked_lm`)."""
+        model, tokenizer = load_masked_lm(folder, device, dtype)
+        return cls(logits_fn(model, len(tokenizer)), tokenizer, model_max_length(model.config), device)
+
+    def run(self, prompts: Sequence[str], config: SamplerConfig, chat: bool = False,
+            end_tokens: Sequence[str] | None = None) -> GenerationOutput:
+        """Sample answers for ``prompts`` (one batch); the token-level output."""
+        tok = self.tokenizer
+        mask_id = check_mask_token(tok, "tokenizer")
+        ends = end_token_ids(tok, end_tokens)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else (ends[0] if ends else mask_id)
+        ids = [encode_prompt(tok, p, chat) for p in prompts]
+        return sample(self.model_fn, ids, config, mask_token_id=mask_id, pad_token_id=pad, end_token_ids=ends,
+                      max_length=self.max_length, device=self.device)
+
+    def decode(self, output: GenerationOutput) -> list[str]:
+        """Each answer as text (up to its end token)."""
+        return [self.tokenizer.decode(a, skip_special_tokens=True).strip() for a in output.answers]
+
+    def generate(self, prompts: Sequence[str], config: SamplerConfig, chat: bool = False,
+                 end_tokens: Sequence[str] | None = None) -> list[str]:
+        """Sample and decode: one answer string per prompt."""
+        return self.decode(self.run(prompts, config, chat, end_tokens))
