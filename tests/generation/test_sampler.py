@@ -85,6 +85,20 @@ def test_end_token_fills_the_rest_and_stops_early():
     assert (calls[1][0][0, 6:] == PAD).all() and (calls[1][1] == 1).all()  # the fill is attended, as in SFT
 
 
+def test_on_step_sees_each_pass_and_committed_tokens_never_change():
+    targets = [7, 8] + [11, 12, 13, END, 15, 16, 17, 18]
+    logit = [0.0, 0.0] + [1.0, 1.5, 2.0, 9.0, 1.0, 1.0, 1.0, 1.0]
+    seen = []
+    out = sample(scripted(targets, logit), [[3, 4]], SamplerConfig(max_new_tokens=8, steps=8, block_length=4),
+                 mask_token_id=MASK, pad_token_id=PAD, end_token_ids=[END],
+                 on_step=lambda step, tokens, open_: seen.append((step, tokens.clone(), open_.clone())))
+    assert [s for s, _, _ in seen] == list(range(out.forward_passes)) and out.forward_passes == 4  # END stops early
+    for (_, before, open_before), (_, after, open_after) in zip(seen, seen[1:]):
+        assert torch.equal(after[~open_before], before[~open_before])  # committed: never changes
+        assert (open_after <= open_before).all() and open_after.sum() < open_before.sum()
+    assert torch.equal(seen[-1][1], out.tokens) and not seen[-1][2].any()
+
+
 def test_threshold_commits_confident_positions_together():
     # positions with logit 20 have probability ~1; with threshold 0.9 they go in one pass with the step's best
     logit = [0.0] + [20.0, 1.0, 20.0, 20.0, 1.5, 20.0, 2.0, 20.0]

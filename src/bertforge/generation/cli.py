@@ -20,30 +20,38 @@ log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit code 2 through run_cli
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (exit code 2 through run_cli)."""
+
+    def error(self, message: str):
         raise UserError(f"{message} (see --help)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``generate.py``."""
-    p = _Parser(description="Sample text by iterative unmasking from a Hugging Face masked-LM folder.")
-    p.add_argument("model", help="a Hugging Face masked-LM folder (e.g. runs/<run>/hf) or Hub name")
-    p.add_argument("--prompt", action="append", required=True, help="a prompt; repeat for a batch")
+def add_sampling_options(p: argparse.ArgumentParser, block_length: int | None = None,
+                         block_help: str = "semi-autoregressive block (default: one block)") -> None:
+    """The sampler, device and dtype flags shared by ``generate.py`` and ``chat.py``."""
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--steps", type=int, default=None, help="forward-pass budget (default: max-new-tokens)")
-    p.add_argument("--block-length", type=int, default=None, help="semi-autoregressive block (default: one block)")
+    p.add_argument("--block-length", type=int, default=block_length, help=block_help)
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy and deterministic")
     p.add_argument("--remasking", choices=REMASKING, default="low_confidence")
     p.add_argument("--threshold", type=float, default=None,
                    help="also commit every position whose probability exceeds this (parallel decoding)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("cpu", "gpu"), default=None)
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``generate.py``."""
+    p = Parser(description="Sample text by iterative unmasking from a Hugging Face masked-LM folder.")
+    p.add_argument("model", help="a Hugging Face masked-LM folder (e.g. runs/<run>/hf) or Hub name")
+    p.add_argument("--prompt", action="append", required=True, help="a prompt; repeat for a batch")
+    add_sampling_options(p)
     p.add_argument("--chat", action="store_true", help="wrap each prompt in the tokenizer's chat template")
     p.add_argument("--end-token", action="append", default=None,
                    help="end-of-answer token (repeatable; default: the tokenizer's eos, else sep)")
     p.add_argument("--no-stop", action="store_true", help="do not stop at an end token")
-    p.add_argument("--device", choices=("cpu", "gpu"), default=None)
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
     return p
 
 

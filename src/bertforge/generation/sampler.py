@@ -27,6 +27,7 @@ import torch
 from bertforge.errors import ConfigError, UserError
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+StepFn = Callable[[int, torch.Tensor, torch.Tensor], None]  # (step, canvas tokens (B, N), open mask (B, N))
 REMASKING = ("low_confidence", "margin", "random")
 
 
@@ -90,8 +91,10 @@ class GenerationOutput(NamedTuple):
 
 def sample(model_fn: ModelFn, prompts: Sequence[Sequence[int]], config: SamplerConfig, *, mask_token_id: int,
            pad_token_id: int, end_token_ids: Sequence[int] = (), max_length: int | None = None,
-           device: torch.device | str | None = None) -> GenerationOutput:
-    """Decode ``config.max_new_tokens`` tokens after each prompt (token ids) with ``model_fn``; see the module doc."""
+           device: torch.device | str | None = None, on_step: StepFn | None = None) -> GenerationOutput:
+    """Decode ``config.max_new_tokens`` tokens after each prompt (token ids) with ``model_fn``; see the module doc.
+    ``on_step(step, tokens (B, N), open_mask (B, N))``, when given, is called after each forward pass's commits
+    with the canvas and its still-masked positions (live views: read, do not modify)."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise UserError("every prompt needs at least one token (an empty prompt was given)")
     lens = torch.tensor([len(p) for p in prompts], device=device)  # (B,)
@@ -127,6 +130,8 @@ def sample(model_fn: ModelFn, prompts: Sequence[Sequence[int]], config: SamplerC
             commit_step[rows, lo:hi] = torch.where(chosen, first_step + s, commit_step[rows, lo:hi])
             if ends.numel():
                 _fill_after_end(x[:, longest:], open_, ends, pad_token_id)
+            if on_step is not None:
+                on_step(first_step + s, x[:, longest:], open_)
         first_step += budget
     tokens = x[:, longest:]
     return GenerationOutput(tokens, commit_step, _answers(tokens, ends), passes)
