@@ -17,7 +17,7 @@ from typing import ClassVar, Literal, NamedTuple
 
 import torch
 
-from bertforge.data.mlm import IGNORE_INDEX, MLMCollator
+from bertforge.data.mlm import IGNORE_INDEX, MLMCollator, tokenizer_ids
 from bertforge.errors import ConfigError
 from bertforge.registry import collators
 
@@ -99,6 +99,11 @@ class MDLMCollator(MLMCollator):
 
     def _batch(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         maskable = attention_mask.bool() & ~torch.isin(input_ids, self._special)
+        return self.corrupt(input_ids, attention_mask, maskable)
+
+    def corrupt(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                maskable: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The MDLM batch for padded ``input_ids`` ``(B, L)`` whose ``maskable`` positions may be masked."""
         out = mdlm_mask(input_ids, maskable, self.mask_token_id, self._generator(input_ids), self.eps, self.schedule)
         return {"input_ids": out.input_ids, "attention_mask": attention_mask, "labels": out.labels,
                 "mdlm_t": out.t, "mdlm_maskable": out.maskable,
@@ -112,10 +117,7 @@ def build_mdlm_collator(tokenizer, mlm_probability: float, deterministic: bool, 
     if not 0.0 < eps < 1.0:
         raise ConfigError("collator.eps", f"{eps} must be strictly between 0 and 1, e.g. 1e-3")
     return MDLMCollator(
-        pad_token_id=tokenizer.pad_token_id,
-        mask_token_id=tokenizer.mask_token_id,
-        special_token_ids=tokenizer.all_special_ids,
-        vocab_size=len(tokenizer),
+        **tokenizer_ids(tokenizer),
         deterministic=deterministic,
         schedule=schedule,
         weighting=weighting,

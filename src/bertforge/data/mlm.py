@@ -110,14 +110,17 @@ class MLMCollator:
         return self._batch(*packed_rows(rows, width, self.pad_token_id))
 
 
+def tokenizer_ids(tokenizer) -> dict:
+    """The token ids and vocabulary size a masking collator takes from its tokenizer."""
+    return dict(pad_token_id=tokenizer.pad_token_id, mask_token_id=tokenizer.mask_token_id,
+                special_token_ids=tokenizer.all_special_ids, vocab_size=len(tokenizer))
+
+
 @collators.register("mlm")
 def build_mlm_collator(tokenizer, mlm_probability: float, deterministic: bool) -> MLMCollator:
     """BERT masking of mlm_probability of the real tokens (80% [MASK], 10% random, 10% kept); supports packing."""
     return MLMCollator(
-        pad_token_id=tokenizer.pad_token_id,
-        mask_token_id=tokenizer.mask_token_id,
-        special_token_ids=tokenizer.all_special_ids,
-        vocab_size=len(tokenizer),
+        **tokenizer_ids(tokenizer),
         mlm_probability=mlm_probability,
         deterministic=deterministic,
     )

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 import torch
 
-from bertforge.data.mdlm import MDLMCollator, Schedule, Weighting, build_mdlm_collator, mdlm_mask, sequence_weight
+from bertforge.data.mdlm import MDLMCollator, Schedule, Weighting, build_mdlm_collator
 from bertforge.errors import UserError
 from bertforge.registry import collators
 
@@ -310,10 +310,7 @@ class SFTCollator:
             input_ids[row, :len(sample["input_ids"])] = torch.as_tensor(sample["input_ids"], dtype=torch.long)
         prompt_len = torch.tensor([int(s["prompt_len"]) for s in samples])  # (B,)
         maskable = torch.arange(width)[None, :] >= prompt_len[:, None]  # (B, L)
-        out = mdlm_mask(input_ids, maskable, m.mask_token_id, m._generator(input_ids), m.eps, m.schedule)
-        return {"input_ids": out.input_ids, "attention_mask": torch.ones_like(input_ids), "labels": out.labels,
-                "mdlm_t": out.t, "mdlm_maskable": out.maskable,
-                "mdlm_weight": sequence_weight(out.t, m.eps, m.schedule, m.weighting)}
+        return m.corrupt(input_ids, torch.ones_like(input_ids), maskable)
 
 
 @collators.register("sft")
