@@ -11,7 +11,7 @@ CUDA_TOOLCHAIN := .cuda-toolchain
 CUDA_TOOLCHAIN_WHEELS := nvidia-cuda-nvcc==13.0.88 nvidia-nvvm==13.0.88 nvidia-cuda-crt==13.0.88 \
 	nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85 nvidia-cuda-nvcc-cu12==12.6.85
 
-.PHONY: install sample-data quickstart test test-fast lint clean kernel cuda-toolchain
+.PHONY: install sample-data sample-nsp quickstart test test-fast lint clean kernel cuda-toolchain
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ $(SAMPLE_MDS)/tokenizer/tokenizer.json: $(VENV)/.installed data/sample/tinyshake
 		--out $(SAMPLE_MDS) --splits train,val --val-ratio 0.05 --train-tokenizer 4096 --overwrite
 
 sample-data: $(SAMPLE_MDS)/tokenizer/tokenizer.json
+
+# classic BERT sentence pairs (NSP) at 64 and 128 tokens, tokenized with the quickstart tokenizer
+data/sample-nsp-%/bertforge_meta.json: $(SAMPLE_MDS)/tokenizer/tokenizer.json
+	$(PY) convert_dataset.py --input data/sample/tinyshakespeare.txt --out data/sample-nsp-$* --objective nsp \
+		--tokenizer $(SAMPLE_MDS)/tokenizer --max-seq-len $* --dupe-factor 2 --num-workers 2 --overwrite
+
+sample-nsp: data/sample-nsp-64/bertforge_meta.json data/sample-nsp-128/bertforge_meta.json
 
 quickstart: sample-data
 	$(VENV)/bin/composer -n 1 main.py $(QUICKSTART_YAML) $(ARGS)
@@ -56,4 +63,4 @@ test-fast: lint
 	$(PY) -m pytest -q -m "not slow"
 
 clean:
-	rm -rf $(SAMPLE_MDS) runs
+	rm -rf $(SAMPLE_MDS) data/sample-nsp-64 data/sample-nsp-128 runs

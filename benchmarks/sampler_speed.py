@@ -7,23 +7,29 @@ masked positions of the current block (the block's mask count spread evenly over
 Every method decodes each prompt alone, greedily (temperature 0), without an end-of-answer stop, so all of them
 produce ``max_new_tokens`` tokens. Reported per method: forward passes per generated token, tokens/s, and
 agreement (fraction of equal tokens) with the one-token-per-step greedy output (the reference at
-steps = max_new_tokens).
+steps = max_new_tokens), over the whole canvas and over the answer alone (the baseline's tokens before its first
+end-of-answer or padding token: a chat model's canvas is mostly end marker + padding, which agree trivially).
 
     python benchmarks/sampler_speed.py --model runs/<run>/hf --base --max-new-tokens 64 --block-length 32 \\
-        --steps 64,32 --thresholds 0.9,0.7 --out bench/sampler_speed.csv
+        --steps 64,32 --thresholds 0.9,0.7 --factors 1,0.5 --out bench/sampler_speed.csv
+
+``--chat-prompts FILE`` (JSONL with an ``instruction`` field, e.g. ../shared/data/sft/alpaca_seed_tasks.jsonl,
+which no quickstart run trains on) renders the prompts as chat finetuning did instead of tiny-shakespeare openings.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import re
 import time
 from pathlib import Path
 
 import torch
 
-from bertforge.generation import SamplerConfig, encode_prompt, load_masked_lm, logits_fn, sample
+from bertforge.data.sft import SFTEncoder, SFTOptions
+from bertforge.generation import SamplerConfig, encode_prompt, end_token_ids, load_masked_lm, logits_fn, sample
 
 REPO = Path(__file__).resolve().parents[1]
 SHAKESPEARE = REPO / "data/sample/tinyshakespeare.txt"
@@ -55,11 +61,29 @@ def reference_generate(model_fn, prompt: list[int], steps: int, gen_length: int,
     return x[0, start:], passes
 
 
+def answer_length(tokens: torch.Tensor, stops: set[int]) -> int:
+    """How many tokens come before the first of ``stops`` (all of them when none occurs)."""
+    return next((i for i, t in enumerate(tokens.tolist()) if t in stops), len(tokens))
+
+
 def shakespeare_prompts(count: int, words: int = 6) -> list[str]:
     """The first ``words`` words of ``count`` speeches spread through tiny-shakespeare."""
     speeches = [s.strip() for s in re.split(r"\n\s*\n", SHAKESPEARE.read_text()) if len(s.split()) > words]
     stride = max(1, len(speeches) // count)
     return [" ".join(speeches[i * stride].split()[:words]) for i in range(count)]
+
+
+def chat_prompts(tok, path: str, count: int) -> list[list[int]]:
+    """The first ``count`` instructions without an extra input of a JSONL file, rendered as SFT rendered them."""
+    encoder, out = SFTEncoder(tok, SFTOptions(max_seq_len=1 << 30)), []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        task = json.loads(line)
+        if any(inst.get("input") for inst in task.get("instances", [])):
+            continue
+        out.append(encoder.prompt_ids([{"role": "user", "content": task["instruction"]}]))
+        if len(out) == count:
+            break
+    return out
 
 
 def random_modernbert_base(folder: Path) -> Path:
@@ -81,11 +105,15 @@ def run_model(folder: str, args) -> list[dict]:
     """Every method on one model: one row per (method, steps, threshold)."""
     model, tok = load_masked_lm(folder)
     fn = logits_fn(model, len(tok))
-    prompts = [encode_prompt(tok, p) for p in shakespeare_prompts(args.prompts)]
+    if args.chat_prompts:
+        prompts = chat_prompts(tok, args.chat_prompts, args.prompts)
+    else:
+        prompts = [encode_prompt(tok, p) for p in shakespeare_prompts(args.prompts)]
     n, mask = args.max_new_tokens, tok.mask_token_id
     fn(torch.tensor([prompts[0]]), torch.ones(1, len(prompts[0]), dtype=torch.long))  # warm-up
 
     def timed(method: str, steps: int, threshold: float | None, decode) -> tuple[dict, list[torch.Tensor]]:
+        """Decode every prompt alone; the row of figures and the outputs."""
         outs, passes, start = [], 0, time.perf_counter()
         for p in prompts:
             ids, calls = decode(p)
@@ -96,8 +124,9 @@ def run_model(folder: str, args) -> list[dict]:
                "passes_per_token": passes / (n * len(prompts)), "tokens_per_s": n * len(prompts) / seconds}
         return row, outs
 
-    def ours(steps: int, threshold: float | None):
-        config = SamplerConfig(max_new_tokens=n, steps=steps, block_length=args.block_length, threshold=threshold)
+    def ours(steps: int, threshold: float | None, factor: float | None = None):
+        config = SamplerConfig(max_new_tokens=n, steps=steps, block_length=args.block_length, threshold=threshold,
+                               factor=factor)
 
         def decode(p):
             out = sample(fn, [p], config, mask_token_id=mask, pad_token_id=tok.pad_token_id)
@@ -105,22 +134,27 @@ def run_model(folder: str, args) -> list[dict]:
         return decode
 
     rows, baseline = [], None
+    stops = set(end_token_ids(tok)) | {tok.pad_token_id}
     with torch.inference_mode():
         for steps in args.steps:
             ref = lambda p, s=steps: reference_generate(fn, p, s, n, args.block_length, mask)  # noqa: E731
             runs = [("reference (LLaDA schedule)", steps, None, ref),
                     ("ours, no threshold", steps, None, ours(steps, None))]
             runs += [("ours, threshold", steps, t, ours(steps, t)) for t in args.thresholds]
+            runs += [("ours, factor", steps, f, ours(steps, None, f)) for f in args.factors]
             for method, s, t, decode in runs:
                 row, outs = timed(method, s, t, decode)
                 if baseline is None:  # the first run: the reference at the largest budget (one token per step)
                     baseline = outs
                 same = sum(int((a == b).sum()) for a, b in zip(outs, baseline))
                 row["agreement"] = same / (n * len(prompts))
+                cuts = [answer_length(b, stops) for b in baseline]
+                same = sum(int((a[:c] == b[:c]).sum()) for a, b, c in zip(outs, baseline, cuts))
+                row["answer_agreement"] = same / max(sum(cuts), 1)
                 rows.append(row)
                 print(f"{Path(folder).name:>28} {method:>28} steps={s:<4} thr={t or '-':<5} "
                       f"passes/token={row['passes_per_token']:.3f} tokens/s={row['tokens_per_s']:.1f} "
-                      f"agreement={row['agreement']:.3f}", flush=True)
+                      f"agreement={row['agreement']:.3f} answer={row['answer_agreement']:.3f}", flush=True)
     return rows
 
 
@@ -134,11 +168,14 @@ def main() -> None:
     p.add_argument("--block-length", type=int, default=32)
     p.add_argument("--steps", default="64,32", help="comma list; the first must equal --max-new-tokens")
     p.add_argument("--thresholds", default="0.9,0.7")
+    p.add_argument("--factors", default="", help="Fast-dLLM factor rule values, e.g. 1,0.5 (column 'threshold')")
+    p.add_argument("--chat-prompts", default=None, help="JSONL of instructions: chat prompts instead of Shakespeare")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default="bench/sampler_speed.csv")
     args = p.parse_args()
     args.steps = [int(s) for s in args.steps.split(",")]
     args.thresholds = [float(t) for t in args.thresholds.split(",") if t]
+    args.factors = [float(f) for f in args.factors.split(",") if f]
     if args.steps[0] != args.max_new_tokens:
         p.error("--steps: the first budget must equal --max-new-tokens (it is the one-token-per-step baseline)")
     if args.threads:
@@ -151,11 +188,12 @@ def main() -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print("\n| model | method | steps | threshold | passes/token | tokens/s | agreement |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| model | method | steps | threshold / factor | passes/token | tokens/s | agreement | answer agreement |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {Path(r['model']).name} | {r['method']} | {r['steps']} | {r['threshold'] or '-'} | "
-              f"{r['passes_per_token']:.3f} | {r['tokens_per_s']:.1f} | {r['agreement']:.1%} |")
+              f"{r['passes_per_token']:.3f} | {r['tokens_per_s']:.1f} | {r['agreement']:.1%} | "
+              f"{r['answer_agreement']:.1%} |")
     print(f"wrote {out}")
 
 

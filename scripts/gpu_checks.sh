@@ -17,6 +17,8 @@ start = time.time()
 module, how = fftconv_cuda.load_extension(True)
 print('fused fft_conv kernel:', how, f'({time.time() - start:.0f} s)')
 " 2>&1 | tee "$out/kernel_build.txt"
+# Includes Composer's FSDP (v1) two-process run (tests/test_parallel.py, fsdp1-gpu): it needs 2 GPUs and is skipped,
+# with that reason, on a one-GPU machine (FSDP2 runs the same test on CPU in the ordinary suite).
 $py -m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors tests 2>&1 | tee "$out/gpu_tests.txt"
 $py benchmarks/fftconv_gpu.py --seq-lens 512,1024,2048,4096,8192 --batch 16 --channels 768 \
     --dtypes fp32,bf16 --out "$out" 2>&1 | tee "$out/fftconv_bench.txt"

@@ -6,11 +6,12 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import QUICKSTART_YAML, REPO, tiny_overrides
+from tests.conftest import QUICKSTART_YAML, REPO, tiny_overrides, write_mds
 
 COMPOSER = str(Path(sys.executable).parent / "composer")
 
@@ -32,6 +33,25 @@ def test_each_rank_streams_its_own_part(sample_mds, tmp_path):
     assert all(len(r["texts"]) == 100 for r in ranks)
     assert ranks[0]["len"] == ranks[1]["len"] == 600  # 1200 samples split over 2 ranks
     assert not set(ranks[0]["texts"]) & set(ranks[1]["texts"]), "ranks read overlapping samples"
+
+
+@pytest.mark.slow
+def test_each_rank_streams_its_own_part_of_a_remote_mixture(sample_mds, tmp_path):
+    remote = tmp_path / "remote"
+    write_mds(remote / "train", [f"second source document {i}" for i in range(200)])
+    (tmp_path / "out").mkdir()
+    probe = [str(REPO / "tests" / "dist_read_probe.py"), str(sample_mds), str(tmp_path / "out"), "0", str(remote)]
+    result = _launch(probe, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    ranks = [json.loads((tmp_path / "out" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["len"] == ranks[1]["len"] == 700  # (1200 + 200 samples) over 2 ranks
+    from streaming import LocalDataset
+
+    every = Counter(s["text"] for folder in (sample_mds, remote) for s in LocalDataset(local=str(folder / "train")))
+    read = [Counter(r["texts"]) for r in ranks]
+    assert read[0] + read[1] == every, "a sample was read twice or never (the corpus repeats some speeches)"
+    for rank in read:  # both sources reach both ranks
+        assert 0 < sum(n for t, n in rank.items() if t.startswith("second source")) < rank.total()
 
 
 @pytest.mark.slow

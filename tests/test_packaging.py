@@ -19,7 +19,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "bertforge"
-OPTIONAL_IMPORTS = {"flash_attn"}  # GPU-only, imported behind an availability check
+OPTIONAL_IMPORTS = {"flash_attn", "lm_eval"}  # extras (gpu, eval), imported behind an availability check
 
 
 def _project() -> dict:

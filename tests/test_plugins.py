@@ -147,7 +147,7 @@ def test_collator_errors_come_before_any_work(sample_mds, tmp_path, clean_regist
     cfg = _toy_config(sample_mds, tmp_path, [str(toy)])
     cfg.train_loader.collator = {"name": "toy_fixed_msk"}
     with pytest.raises(ConfigError, match=r"^train_loader\.collator\.name: unknown collator 'toy_fixed_msk' "
-                       r"\(did you mean 'toy_fixed_mask'\?\); choose one of mdlm, mlm, sft, toy_fixed_mask$"):
+                       r"\(did you mean 'toy_fixed_mask'\?\); choose one of mdlm, mlm, nsp, sft, toy_fixed_mask$"):
         train.build_trainer(cfg)
     cfg.train_loader.collator = {"name": "toy_fixed_mask", "positon": 1}
     with pytest.raises(ConfigError, match=r"^train_loader\.collator\.positon: unknown key \(did you mean 'position'"):

@@ -22,7 +22,7 @@ def test_registry_names():
         "real_token_fraction", "runtime_estimator", "speed_monitor", "throughput_mfu",
     ]
     assert registry.loggers.names() == ["mlflow", "tensorboard", "wandb"]
-    assert registry.collators.names() == ["mdlm", "mlm", "sft"]
+    assert registry.collators.names() == ["mdlm", "mlm", "nsp", "sft"]
 
 
 @pytest.mark.parametrize("kind", ["callbacks", "schedulers"])

@@ -82,8 +82,14 @@ def _final_weights(run_dir: Path) -> dict:
     (REPO / "yamls/quickstart/flexbert-tiny.yaml", {"train_loader.packing": True, "eval_loader.packing": True}),
     # masked diffusion: per-sequence rates and masks come from the checkpointed RNG stream too
     (REPO / "yamls/generative/quickstart-mdlm.yaml", {"max_duration": "20ba", "eval_subset_num_batches": 1}),
-], ids=["hf-bert", "flexbert-packed", "mdlm-flexbert-packed"])
+    # a two-source mixture (streams), each streamed from a "remote" folder into a cache ($MDS, $TMP: filled in below)
+    (QUICKSTART_YAML, {"train_loader.dataset.local": "null", "train_loader.dataset.cache_limit": "10mb",
+                       "train_loader.dataset.streams": "[{local: $TMP/cache-a, remote: $MDS, split: train, proportion: "
+                       "0.75}, {local: $TMP/cache-b, remote: 'file://$MDS', split: val, proportion: 0.25}]"}),
+], ids=["hf-bert", "flexbert-packed", "mdlm-flexbert-packed", "hf-bert-streams"])
 def test_sigkill_then_autoresume_matches_uninterrupted(sample_mds, tmp_path, yaml, extra):
+    extra = {k: v.replace("$MDS", str(sample_mds)).replace("$TMP", str(tmp_path)) if isinstance(v, str) else v
+             for k, v in extra.items()}
     common = dict({"max_duration": "60ba", "save_interval": "10ba", "eval_interval": "20ba", "deterministic": True,
                    "save_num_checkpoints_to_keep": -1}, **extra)
     steps = int(common["max_duration"][:-2])

@@ -4,12 +4,27 @@ Composer writes a checkpoint straight to its final name and only then moves the
 ``latest-rank{r}.pt`` symlink. A run killed in between leaves a partial file newer than
 ``latest``; Composer would refuse to resume because that file "may conflict with a future
 checkpoint". We move such files aside, so the rerun resumes from the last complete checkpoint.
+
+Autoresume itself is resolved here too (:func:`resolve_resume`): Composer's own search writes and removes
+one signal file in ``save_folder`` from each node's local rank 0, so nodes sharing the folder (NFS, Lustre)
+crash removing a file another node already removed (composer PR 2363). We read the ``latest`` symlink on
+rank 0, share the answer, and hand Composer a plain ``load_path``: the same load it would have done.
+
+A sharded (FSDP) checkpoint is a folder of per-rank ``.distcp`` files; :func:`load_whole` reads it, or a plain
+checkpoint file, as one whole Composer state in a single process (for export, inspection or a weights-only start).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import tempfile
+from typing import Any, NamedTuple
+
+import torch
+from composer.utils import dist
+
+from bertforge.errors import UserError
 
 CHECKPOINT_NAME = re.compile(r"^ep(\d+)-ba(\d+)-rank(\d+)\.pt$")
 
@@ -38,3 +53,60 @@ def discard_incomplete_checkpoints(folder: str) -> list[str]:
             os.replace(path, path + ".incomplete")
             moved.append(path)
     return moved
+
+
+class ResumePlan(NamedTuple):
+    """What the Trainer is given: where to load from, whether weights only, and Composer's own ``autoresume``;
+    ``resumed``: the run's own checkpoint was found (load it whole: drop any ``load_ignore_keys``)."""
+
+    load_path: str | None
+    load_weights_only: bool
+    autoresume: bool
+    resumed: bool = False
+
+
+def latest_checkpoint(folder: str) -> str | None:
+    """The checkpoint ``folder/latest-rank0.pt`` points to (a file, or a sharded checkpoint's folder), or None."""
+    link = os.path.join(folder, "latest-rank0.pt")
+    if not os.path.islink(link):
+        return None
+    target = os.path.join(folder, os.readlink(link))
+    return target if os.path.exists(target) else None
+
+
+def resolve_resume(save_folder: str | None, autoresume: bool, load_path: str | None,
+                   load_weights_only: bool) -> ResumePlan:
+    """Resolve autoresume before the Trainer: the run's newest complete checkpoint when ``save_folder`` has one
+    (loaded in full, as Composer's autoresume does), else ``load_path`` as configured. Collective: every rank calls it.
+
+    A remote ``save_folder`` (``s3://...``) is left to Composer's own autoresume, which downloads from it.
+    """
+    if not autoresume or not save_folder:
+        return ResumePlan(load_path, load_weights_only, False)
+    if "://" in save_folder:
+        return ResumePlan(load_path, load_weights_only, True)
+    found = [latest_checkpoint(save_folder) if dist.get_global_rank() == 0 else None]
+    dist.broadcast_object_list(found, src=0)
+    path = found[0]
+    if path is None:
+        return ResumePlan(load_path, load_weights_only, False)
+    blind = [rank for rank, seen in enumerate(dist.all_gather_object(os.path.exists(path))) if not seen]
+    if blind:
+        raise UserError(f"save_folder: rank {blind[0]} cannot see {path}, which rank 0 resumes from; put save_folder "
+                        "on a filesystem every node mounts at the same path (NFS, Lustre) or on a remote (s3://...)")
+    return ResumePlan(path, False, False, True)
+
+
+def load_whole(checkpoint: str) -> dict[str, Any]:
+    """A Composer checkpoint as one dict (``{'state': {'model': ..., 'timestamp': ...}, 'rng': ...}``) on CPU:
+    a file as saved, or a sharded checkpoint's folder consolidated from all its ranks' shards."""
+    if not os.path.exists(checkpoint):
+        raise UserError(f"checkpoint not found: {checkpoint}; give a checkpoint file or a sharded checkpoint's folder")
+    if not os.path.isdir(checkpoint):
+        return torch.load(checkpoint, map_location="cpu", weights_only=False)
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    with tempfile.TemporaryDirectory() as tmp:
+        whole = os.path.join(tmp, "whole.pt")
+        dcp_to_torch_save(checkpoint, whole)
+        return torch.load(whole, map_location="cpu", weights_only=False)

@@ -40,6 +40,7 @@ _BUILTIN_MODULES = (
     "bertforge.callbacks.samples",
     "bertforge.data.mlm",
     "bertforge.data.mdlm",
+    "bertforge.data.nsp",
     "bertforge.data.sft",
 )
 

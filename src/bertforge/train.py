@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import logging
 import os
@@ -21,16 +22,28 @@ from omegaconf import OmegaConf
 from bertforge import registry
 from bertforge.callbacks.resume_rng import ResumeRNG
 from bertforge.callbacks.schedule_alignment import ScheduleAlignment
-from bertforge.checkpoints import discard_incomplete_checkpoints
+from bertforge.checkpoints import discard_incomplete_checkpoints, resolve_resume
 from bertforge.config import TrainConfig, load_config
-from bertforge.data.mds_checks import check_mds_split, read_meta, split_dir
+from bertforge.data.mds_checks import check_pairs_fit, read_meta, split_dir
 from bertforge.data.packing import documents_in_batch
+from bertforge.data.streams import check_sources, sources
 from bertforge.data.text import build_collator, build_text_dataloader
 from bertforge.data.tokenizer import tokenizer_for_run
 from bertforge.errors import ConfigError, UserError
-from bertforge.models.export import can_export_hf
+from bertforge.models.export import export_refusal
 from bertforge.models.params import describe_parameters
-from bertforge.runtime import configure_logging, pick_device, pick_precision
+from bertforge.parallel import mark_fsdp_units, parallelism_config
+from bertforge.phases import (
+    Phase,
+    PhaseMarker,
+    handover_transform,
+    is_done,
+    mark_done,
+    phase_scheduler,
+    plan_phases,
+    previous_checkpoint,
+)
+from bertforge.runtime import configure_logging, device_name, pick_device, pick_precision
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +78,18 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(
             "global_train_batch_size", f"{cfg.global_train_batch_size} is not divisible by the {world} processes"
         )
+    on_gpu = device_name(cfg.device) == "gpu"
+    fsdp = parallelism_config(cfg.parallelism, world, on_gpu, cfg.device_train_microbatch_size)
+    exports = [i for i, spec in enumerate(cfg.callbacks) if spec.get("name") == "hf_export"]
+    if fsdp and exports:
+        raise ConfigError(f"callbacks[{exports[0]}]", "hf_export cannot gather FSDP-sharded weights at the end of "
+                          "training; remove it and run `python scripts/export_hf.py <run_dir>` after the run")
     loaders = [("train_loader", cfg.train_loader)] + ([("eval_loader", cfg.eval_loader)] if cfg.eval_loader else [])
     for name, loader in loaders:
         registry.collators.validate(loader.collator, f"{name}.collator")
-        if loader.dataset.remote is None:
-            check_mds_split(loader.dataset.local, loader.dataset.split, f"{name}.dataset.local")
+        check_sources(loader.dataset, f"{name}.dataset")
+        for src in sources(loader.dataset, f"{name}.dataset"):  # sentence pairs are never cut: they must fit
+            check_pairs_fit(src.data_dir, cfg.max_seq_len)
 
 
 def loop_hooks(grad_clip_norm: float | None) -> tuple[list[Algorithm], list[Callback]]:
@@ -83,25 +103,26 @@ def build_tokenizer(cfg: TrainConfig):
     """Load the configured tokenizer, or on rank 0 take the one trained with the data (when it matches) or train
     one, and load it on every other rank."""
     tok = cfg.tokenizer
-    train_ds = cfg.train_loader.dataset
-    meta = read_meta(train_ds.local)
-    if tok.name is None and meta.get("tokenizer"):
-        raise ConfigError(
-            "tokenizer.name",
-            f"{train_ds.local} holds ids from tokenizer '{meta['tokenizer']}'; set tokenizer.name to it",
-        )
-    args = (tok.name, split_dir(train_ds.local, train_ds.split), os.path.join(cfg.run_dir, "tokenizer"),
-            tok.vocab_size, tok.lowercase, tok.max_train_docs, train_ds.local)
+    found = sources(cfg.train_loader.dataset, "train_loader.dataset")
+    metas = [(src.data_dir, read_meta(src.data_dir)) for src in found]
+    for folder, meta in metas:
+        if tok.name is None and meta.get("tokenizer"):
+            raise ConfigError("tokenizer.name",
+                              f"{folder} holds ids from tokenizer '{meta['tokenizer']}'; set tokenizer.name to it")
+    first = found[0]  # a tokenizer trained here (or stored with the data) comes from the first source
+    args = (tok.name, split_dir(first.data_dir, first.split), os.path.join(cfg.run_dir, "tokenizer"),
+            tok.vocab_size, tok.lowercase, tok.max_train_docs, first.data_dir)
     if dist.get_global_rank() == 0:
         tokenizer = tokenizer_for_run(*args)
     dist.barrier()
     if dist.get_global_rank() != 0:
         tokenizer = tokenizer_for_run(*args)
-    if meta.get("vocab_size") and meta["vocab_size"] > len(tokenizer):
-        raise UserError(
-            f"tokenizer.name: {train_ds.local} was tokenized with {meta['vocab_size']} tokens but "
-            f"'{tok.name}' has {len(tokenizer)}; use the tokenizer named in {train_ds.local}/bertforge_meta.json"
-        )
+    for folder, meta in metas:
+        if meta.get("vocab_size") and meta["vocab_size"] > len(tokenizer):
+            raise UserError(
+                f"tokenizer.name: {folder} was tokenized with {meta['vocab_size']} tokens but "
+                f"'{tok.name}' has {len(tokenizer)}; use the tokenizer named in {folder}/bertforge_meta.json"
+            )
     return tokenizer
 
 
@@ -135,9 +156,10 @@ def build_model(cfg: TrainConfig, tokenizer):
         raise ConfigError(f"{packing[0]}.packing", f"model '{cfg.model['name']}' cannot attend within packed "
                           "documents; use a model that unpads (flexbert) or set packing: false")
     exports = [i for i, spec in enumerate(cfg.callbacks) if spec.get("name") == "hf_export"]
-    if exports and not can_export_hf(model):
+    refusal = export_refusal(model) if exports else None
+    if refusal:
         raise ConfigError(f"callbacks[{exports[0]}]", f"hf_export: this '{cfg.model['name']}' configuration has "
-                          "no Hugging Face equivalent (e.g. ALiBi); remove the callback")
+                          f"no Hugging Face equivalent ({refusal}); remove the callback")
     return model
 
 
@@ -164,7 +186,7 @@ def compile_config_for(cfg: TrainConfig, device) -> dict | None:
     return {}
 
 
-def prepare_run_dir(cfg: TrainConfig, save_folder: str | None) -> None:
+def prepare_run_dir(cfg: TrainConfig, save_folder: str | None, save_config: bool = True) -> None:
     """Rank 0: move aside checkpoints a killed run left half-written, and save the resolved config."""
     if dist.get_global_rank() != 0:
         return
@@ -172,17 +194,23 @@ def prepare_run_dir(cfg: TrainConfig, save_folder: str | None) -> None:
         for path in discard_incomplete_checkpoints(save_folder):
             log.warning("%s was left incomplete by a killed run; moved aside", path)
     os.makedirs(cfg.run_dir, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(asdict(cfg)), os.path.join(cfg.run_dir, "config.yaml"))
+    if save_config:
+        OmegaConf.save(OmegaConf.create(asdict(cfg)), os.path.join(cfg.run_dir, "config.yaml"))
 
 
-def build_trainer(cfg: TrainConfig) -> Trainer:
-    """Validate ``cfg``, build every component from the registry and return a ready ``composer.Trainer``."""
+def build_trainer(cfg: TrainConfig, phase: Phase | None = None, tokenizer=None) -> Trainer:
+    """Validate ``cfg``, build every component from the registry and return a ready ``composer.Trainer``.
+
+    For one phase of a multi-phase run (:mod:`bertforge.phases`) ``cfg`` is the phase's merged config, the
+    schedule runs on the whole run's clock and a phase after the first starts from its predecessor's final
+    checkpoint; ``tokenizer`` is the run's, built once.
+    """
     configure_logging(cfg.python_log_level)
     device = pick_device(cfg)
     dist.initialize_dist(device, cfg.dist_timeout)
     validate(cfg)
     reproducibility.seed_all(cfg.seed)
-    tokenizer = build_tokenizer(cfg)
+    tokenizer = tokenizer if tokenizer is not None else build_tokenizer(cfg)
     model = build_model(cfg, tokenizer)
     device_batch = cfg.global_train_batch_size // dist.get_world_size()
     train_spec, evaluators = build_dataloaders(cfg, tokenizer, device_batch)
@@ -194,31 +222,77 @@ def build_trainer(cfg: TrainConfig) -> Trainer:
     if micro == "auto" and isinstance(device, DeviceCPU):
         micro = device_batch
     save_folder = expand_paths(cfg.save_folder, cfg) if cfg.save_folder else None
-    prepare_run_dir(cfg, save_folder)
+    prepare_run_dir(cfg, save_folder, save_config=phase is None)
+    scheduler = registry.schedulers.build(cfg.scheduler, "scheduler")
+    load_path, load_ignore_keys = cfg.load_path, None
+    if phase is not None:
+        scheduler = phase_scheduler(phase, scheduler)
+        callbacks.append(PhaseMarker(phase.name, phase.describe()))
+        if phase.previous_folder is not None:
+            load_path, load_ignore_keys = previous_checkpoint(phase), handover_transform(phase.name)
+    resume = resolve_resume(save_folder, cfg.autoresume, load_path, cfg.load_weights_only)
+    if resume.resumed:  # the run's own checkpoint is loaded whole, as Composer's autoresume does
+        load_ignore_keys = None
+    parallelism = parallelism_config(cfg.parallelism, dist.get_world_size(), isinstance(device, DeviceGPU), micro)
+    if parallelism:
+        mark_fsdp_units(model)
     return Trainer(
         model=model, train_dataloader=train_spec, eval_dataloader=evaluators or None,
         eval_interval=cfg.eval_interval, eval_subset_num_batches=cfg.eval_subset_num_batches,
         max_duration=cfg.max_duration,
         optimizers=registry.optimizers.build(cfg.optimizer, "optimizer", model.named_parameters()),
-        schedulers=registry.schedulers.build(cfg.scheduler, "scheduler"),
+        schedulers=scheduler,
         algorithms=algorithms, callbacks=[*callbacks, ResumeRNG(), *hooks], loggers=loggers,
         run_name=cfg.run_name,
         progress_bar=cfg.progress_bar, log_to_console=cfg.log_to_console,
         console_log_interval=cfg.console_log_interval, save_folder=save_folder, save_interval=cfg.save_interval,
         save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep, save_overwrite=cfg.save_overwrite,
-        autoresume=cfg.autoresume, load_path=cfg.load_path, load_weights_only=cfg.load_weights_only,
+        autoresume=resume.autoresume, load_path=resume.load_path, load_weights_only=resume.load_weights_only,
+        load_ignore_keys=load_ignore_keys, spin_dataloaders=phase is None,
         device=device, precision=pick_precision(cfg, device), device_train_microbatch_size=micro, seed=cfg.seed,
         deterministic_mode=cfg.deterministic, dist_timeout=cfg.dist_timeout,
         python_log_level=cfg.python_log_level, compile_config=compile_config_for(cfg, device),
+        parallelism_config=parallelism,
     )
 
 
 def train(cfg: TrainConfig) -> Trainer:
-    """Build the trainer, optionally evaluate once first, and train to ``max_duration``."""
+    """Build the trainer, optionally evaluate once first, and train to ``max_duration`` (every phase in turn
+    when the config lists ``phases``)."""
+    if cfg.phases:
+        return train_phases(cfg)
     trainer = build_trainer(cfg)
     if cfg.eval_first and cfg.eval_loader is not None and int(trainer.state.timestamp.batch) == 0:
         trainer.eval()
     trainer.fit()
+    return trainer
+
+
+def train_phases(cfg: TrainConfig) -> Trainer:
+    """Run the phases of ``cfg`` in order; with autoresume, phases finished by an earlier launch are skipped."""
+    configure_logging(cfg.python_log_level)
+    dist.initialize_dist(pick_device(cfg), cfg.dist_timeout)
+    validate(cfg)
+    save_folder = expand_paths(cfg.save_folder, cfg) if cfg.save_folder else None
+    phases = plan_phases(cfg, save_folder)
+    for phase in phases:  # every phase's blocks and data, before any work
+        validate(phase.cfg)
+    tokenizer = build_tokenizer(cfg)
+    prepare_run_dir(cfg, None)
+    for phase in phases:
+        if cfg.autoresume and phase is not phases[-1] and is_done(phase):
+            log.info("phase %d/%d '%s' finished in an earlier launch; skipped", phase.index + 1, len(phases),
+                     phase.name)
+            continue
+        trainer = build_trainer(phase.cfg, phase, tokenizer)
+        if cfg.eval_first and cfg.eval_loader is not None and int(trainer.state.timestamp.batch) == 0:
+            trainer.eval()
+        trainer.fit()
+        mark_done(phase, int(trainer.state.timestamp.batch))
+        if phase is not phases[-1]:
+            trainer.close()
+            del trainer
+            gc.collect()  # frees the phase's streaming datasets (shared memory) before the next opens its own
     return trainer
 
 

@@ -90,12 +90,40 @@ def test_batch_size_from_yaml_or_auto_and_corpus_lengths(tmp_path, caplog):
     ([str(QUICKSTART_YAML), "--mode", "fwd"], "--mode: 'fwd' not understood"),
     ([str(QUICKSTART_YAML), str(QUICKSTART_YAML)], "pass --sweep"),
     ([str(QUICKSTART_YAML), "--length-dist", "zipf"], "--length-dist: 'zipf' is neither"),
+    ([str(QUICKSTART_YAML), "--activation-checkpointing", "yes"], "--activation-checkpointing: 'yes' not understood"),
 ])
 def test_user_errors_are_one_line_exit_2(argv, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:
         run_cli(main, [*argv, *TINY, "--out", str(tmp_path), *FAST])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and message in err and err.count("\n") == 1
+
+
+def test_checkpointing_and_compile_variants_side_by_side(tmp_path, capsys, monkeypatch):
+    built, compiled = [], []
+    real_build = runner.build_case
+
+    def build_case(*args, **kwargs):
+        case_and_more = real_build(*args, **kwargs)
+        built.append(case_and_more[0].model)
+        return case_and_more
+
+    monkeypatch.setattr(runner, "build_case", build_case)
+    monkeypatch.setattr(runner, "compile_as_composer", compiled.append)  # compiling itself: tests/models/test_compile
+    rows = main([str(QUICKSTART_YAML), *TINY, *FAST, "--seq-lens", "16", "--inputs", "fixed", "--mode", "train",
+                 "--activation-checkpointing", "off,on", "--compile", "off,on", "--out", str(tmp_path)])
+    assert [(r["act_ckpt"], r["compiled"], r["status"]) for r in rows] == [
+        ("off", "off", "ok"), ("off", "on", "ok"), ("on", "off", "ok"), ("on", "on", "ok")]
+    assert len(compiled) == 2
+    assert [model.model.is_gradient_checkpointing for model in built] == [False, False, True, True]
+    assert [r["act_ckpt"] for r in _read_csv(tmp_path / "bench.csv")] == ["off", "off", "on", "on"]
+    table, comparison = capsys.readouterr().out.split("\n\n")
+    assert "| hf-bert-tiny +ckpt +compile | train | 16 |" in table
+    lines = comparison.strip().splitlines()
+    assert lines[0].startswith("| variant | mode |") and len(lines) == 2 + 3  # each variant against the plain run
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| hf-bert-tiny +compile", "| hf-bert-tiny +ckpt",
+                                                         "| hf-bert-tiny +ckpt +compile"]
+    assert comparison.strip() in (tmp_path / "bench.md").read_text()
 
 
 def test_entry_point_runs(tmp_path):

@@ -28,6 +28,12 @@ def test_every_shipped_yaml_validates(path: Path):
     registry.models.validate(cfg.model, "model")
     registry.optimizers.validate(cfg.optimizer, "optimizer")
     registry.schedulers.validate(cfg.scheduler, "scheduler")
+    if cfg.phases:  # every phase's merged config and its own blocks
+        from bertforge.phases import plan_phases
+
+        for phase in plan_phases(cfg, "checkpoints"):
+            registry.models.validate(phase.cfg.model, f"phases[{phase.index}].model")
+            registry.schedulers.validate(phase.cfg.scheduler, f"phases[{phase.index}].scheduler")
 
 
 def test_override_reaches_nested_key():

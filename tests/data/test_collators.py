@@ -26,7 +26,7 @@ def tokenizer(tmp_path_factory) -> BertTokenizerFast:
 
 
 def test_collator_names():
-    assert registry.collators.names() == ["mdlm", "mlm", "sft"]
+    assert registry.collators.names() == ["mdlm", "mlm", "nsp", "sft"]
 
 
 def test_mlm_builder_takes_its_ids_from_the_tokenizer(tokenizer):
@@ -51,6 +51,6 @@ def test_yaml_without_a_collator_block_gets_mlm_and_the_block_is_checked():
     cfg = load_config(QUICKSTART_YAML, ["eval_loader.collator.name=mlm", "eval_loader.collator.pad_to=16"])
     assert cfg.train_loader.collator == {"name": "mlm"}
     assert cfg.eval_loader.collator == {"name": "mlm", "pad_to": 16}
-    message = r"^eval_loader\.collator\.pad_to: unknown key; this block takes no other keys$"
+    message = r"^eval_loader\.collator\.pad_to: unknown key; valid keys here: whole_word_mask$"
     with pytest.raises(ConfigError, match=message):
         registry.collators.validate(cfg.eval_loader.collator, "eval_loader.collator")

@@ -110,6 +110,24 @@ def test_threshold_commits_confident_positions_together():
     assert fast.commit_step[0].tolist() == [0, 3, 0, 0, 2, 0, 1, 0]
 
 
+def test_factor_rule_commits_the_leading_run_of_confident_positions():
+    # one block of 4 after a 1-token prompt; the probabilities of the 4 predictions are fixed by their logits
+    targets, logit = [10, 11, 12, 13, 14], [0.0, 9.0, 3.0, 12.0, 5.0]
+    fn = scripted(targets, logit)
+    p = torch.tensor(logit[1:]).exp() / (torch.tensor(logit[1:]).exp() + V - 2)  # softmax without the mask column
+    top = p.sort(descending=True).values.tolist()  # ~[0.9997, 0.9940, 0.8093, 0.3049]
+    # factor f: commit the top n while top[n-1] >= 1 - f / (n + 1); pick f so exactly 2 then 3 pass
+    for f, run_len in ((3 * (1 - top[1]) + 1e-6, 2), (4 * (1 - top[2]) + 1e-6, 3)):
+        assert all(top[i] >= 1 - f / (i + 2) for i in range(run_len)) and top[run_len] < 1 - f / (run_len + 2)
+        out = run(fn, [[3]], max_new_tokens=4, steps=4, factor=f)
+        first = out.commit_step[0] == 0
+        assert int(first.sum()) == run_len and torch.equal(out.tokens[0], torch.tensor(targets[1:]))
+        assert p[first].min() >= top[run_len - 1]  # the committed ones are the most probable
+    tiny = run(fn, [[3]], max_new_tokens=4, steps=4, factor=1e-9)
+    plain = run(fn, [[3]], max_new_tokens=4, steps=4)
+    assert torch.equal(tiny.commit_step, plain.commit_step) and tiny.forward_passes == 4  # one a step
+
+
 @pytest.mark.parametrize("remasking", ["low_confidence", "margin", "random"])
 def test_threshold_one_equals_one_token_per_step(modernbert_lm, remasking):
     model, tok = modernbert_lm

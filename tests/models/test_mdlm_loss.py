@@ -10,20 +10,9 @@ from transformers import BertTokenizerFast
 from bertforge import registry
 from bertforge.data.mlm import IGNORE_INDEX
 from bertforge.models.metrics import MDLMNegativeELBO
+from tests.models.tiny_blocks import FAMILIES, TINY
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-TINY = {
-    "flexbert": {"model_config": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                      intermediate_size=40, local_attention_window=6)},
-    "m2_bert": {"model_config": dict(hidden_size=32, num_hidden_layers=2, intermediate_size=48,
-                                     max_position_embeddings=64, filter_order=16)},
-    "hf_bert": {"model_config": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=40, max_position_embeddings=64)},
-    "modernbert": {"model_type": "modernbert", "model_config": dict(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=40, local_attention=8,
-        max_position_embeddings=64)},
-}
-FAMILIES = ["flexbert", "m2_bert", "hf_bert", "modernbert"]
 
 
 @pytest.fixture(scope="module")

@@ -29,3 +29,13 @@ def test_wsd_multipliers(shape):
     remaining = 1 - progress if shape == "linear" else 1 - math.sqrt(progress)
     assert sched(_state(90)) == pytest.approx(0.1 + 0.9 * remaining)
     assert sched(_state(100)) == pytest.approx(0.1)
+
+
+def test_wsd_alpha_scales_the_plateau_and_decays_from_it():
+    """ModernBERT's context-extension decay: from 3/8 of the peak down to alpha_f along 1 - sqrt."""
+    sched = WarmupStableDecayScheduler("0dur", "1dur", alpha_f=0.000375, decay_shape="1-sqrt", alpha=0.375)
+    assert sched(_state(0)) == pytest.approx(0.375)
+    assert sched(_state(25)) == pytest.approx(0.000375 + (0.375 - 0.000375) * (1 - math.sqrt(0.25)))
+    assert sched(_state(100)) == pytest.approx(0.000375)
+    held = WarmupStableDecayScheduler("0.1dur", "0dur", alpha_f=0.0, decay_shape="linear", alpha=0.5)
+    assert held(_state(5)) == pytest.approx(0.25) and held(_state(60)) == 0.5

@@ -12,12 +12,13 @@ import os
 
 import torch
 
-from bertforge.bench.report import markdown_table, write_all
+from bertforge.bench.report import comparison_table, markdown_table, write_all
 from bertforge.bench.runner import Settings, run_model
 from bertforge.errors import UserError
 
 log = logging.getLogger(__name__)
 MODES = ("forward", "train")
+SWITCH = ("off", "on")
 INPUTS = ("fixed", "variable")
 
 
@@ -54,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-lens", help="comma list of sequence lengths (default: the YAML's max_seq_len)")
     p.add_argument("--inputs", default="fixed,variable", help="fixed (full length) and/or variable lengths")
     p.add_argument("--mode", default="forward", help="forward (eval, inference_mode) and/or train (fwd+bwd+step)")
+    p.add_argument("--activation-checkpointing", default="off", metavar="off,on",
+                   help="measure with activation checkpointing off and/or on (sets model.model_config."
+                        "activation_checkpointing); with both, a comparison table follows")
+    p.add_argument("--compile", default="off", metavar="off,on",
+                   help="measure eagerly and/or with torch.compile (as compile_model: true); each case first "
+                        "compiles on one untimed batch")
     p.add_argument("--batch-size", help="sequences per batch, or 'auto' (default: device_train_microbatch_size)")
     p.add_argument("--max-batch-size", type=int, help="cap of --batch-size auto (default: 1024 GPU, 8 CPU)")
     p.add_argument("--repeats", type=int, default=10, help="timed repeats (median, min, max reported)")
@@ -85,6 +92,8 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         batch_size=size, max_auto_batch=ns.max_batch_size, repeats=ns.repeats, warmup=ns.warmup,
         precision=ns.precision, device=ns.device, pad_to=ns.pad_to, peak_tflops=ns.peak_tflops,
         vocab_size=ns.vocab_size, seed=ns.seed, length_dist=ns.length_dist,
+        checkpointing=_choices(ns.activation_checkpointing, SWITCH, "--activation-checkpointing"),
+        compile=_choices(ns.compile, SWITCH, "--compile"),
     )
 
 
@@ -114,5 +123,7 @@ def main(argv: list[str]) -> list[dict]:
         rows += run_model(yaml, overrides, settings)
     paths = write_all(rows, ns.out)
     print(markdown_table(rows), flush=True)  # the program's output, on stdout
+    if comparison_table(rows):
+        print("\n" + comparison_table(rows), flush=True)
     log.info("wrote %s, %s and %s", paths["csv"], paths["png"], paths["md"])
     return rows

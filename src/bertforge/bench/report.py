@@ -7,11 +7,20 @@ import os
 from collections.abc import Sequence
 
 COLUMNS = (
-    "model", "mode", "seq_len", "inputs", "batch_size", "precision", "device", "cpu_threads", "status",
+    "model", "act_ckpt", "compiled", "mode", "seq_len", "inputs", "batch_size", "precision", "device", "cpu_threads",
+    "status",
     "ms_median", "ms_min", "ms_max", "real_tokens_per_batch", "padded_tokens_per_batch", "tokens_per_s",
     "seqs_per_s", "peak_mem_mib", "mem_kind", "params", "params_nonembedding", "tflops_per_s", "mfu",
     "yaml", "note",
 )
+
+
+VARIANTS = (("act_ckpt", "+ckpt"), ("compiled", "+compile"))  # row key, mark in the model label when "on"
+
+
+def model_label(row: dict) -> str:
+    """The model name, marked ``+ckpt`` (activation checkpointing) and/or ``+compile`` for those variants."""
+    return " ".join([row["model"], *(mark for key, mark in VARIANTS if row.get(key) == "on")])
 
 
 def write_csv(rows: Sequence[dict], path: str) -> None:
@@ -33,13 +42,13 @@ def write_plot(rows: Sequence[dict], path: str) -> None:
     import matplotlib.ticker
 
     modes = list(dict.fromkeys(r["mode"] for r in rows))
-    models = list(dict.fromkeys(r["model"] for r in rows))
+    models = list(dict.fromkeys(model_label(r) for r in rows))
     fig, axes = plt.subplots(1, len(modes), figsize=(6 * len(modes), 4.5), squeeze=False)
     for ax, mode in zip(axes[0], modes):
         for i, model in enumerate(models):
             for kind, style in (("fixed", "-"), ("variable", "--")):
                 points = sorted((r["seq_len"], r["tokens_per_s"]) for r in rows if r["mode"] == mode
-                                and r["model"] == model and r["inputs"] == kind and r["status"] == "ok")
+                                and model_label(r) == model and r["inputs"] == kind and r["status"] == "ok")
                 if points:
                     xs, ys = zip(*points)
                     ax.plot(xs, ys, style, marker="o", color=f"C{i}", label=f"{model} ({kind})")
@@ -71,7 +80,7 @@ def markdown_table(rows: Sequence[dict]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        head = f"| {r['model']} | {r['mode']} | {r['seq_len']} | {r['inputs']} | {r['batch_size']} "
+        head = f"| {model_label(r)} | {r['mode']} | {r['seq_len']} | {r['inputs']} | {r['batch_size']} "
         if r["status"] != "ok":
             lines.append(head + f"| {r['status'].upper()} | | | | | | | |")
             continue
@@ -85,6 +94,29 @@ def markdown_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def comparison_table(rows: Sequence[dict]) -> str:
+    """Each variant row (activation checkpointing and/or compile on) against the same case without either:
+    time and peak memory side by side with their ratios; empty when the sweep has no variants."""
+    case = lambda r: (r["model"], r["mode"], r["seq_len"], r["inputs"], r["batch_size"])  # noqa: E731
+    plain = {case(r): r for r in rows if all(r.get(k, "off") == "off" for k, _ in VARIANTS) and r["status"] == "ok"}
+    lines = []
+    for r in rows:
+        base = plain.get(case(r))
+        if base is None or r is base or r["status"] != "ok":
+            continue
+        mem = f"{base['peak_mem_mib']:.0f} / {r['peak_mem_mib']:.0f}"
+        mem_ratio = f"{r['peak_mem_mib'] / base['peak_mem_mib']:.2f}" if base["peak_mem_mib"] else "n/a"
+        lines.append(f"| {model_label(r)} | {r['mode']} | {r['seq_len']} | {r['inputs']} | {r['batch_size']} "
+                     f"| {base['ms_median']:.1f} / {r['ms_median']:.1f} | {r['ms_median'] / base['ms_median']:.2f} "
+                     f"| {mem} | {mem_ratio} |")
+    if not lines:
+        return ""
+    return "\n".join([
+        "| variant | mode | seq len | inputs | batch | ms/batch median without / with | time ratio "
+        "| peak mem MiB without / with | memory ratio |",
+        "|---|---|---|---|---|---|---|---|---|", *lines])
+
+
 def write_all(rows: Sequence[dict], out_dir: str) -> dict[str, str]:
     """Write ``bench.csv``, ``bench.png`` and ``bench.md`` into ``out_dir``; return their paths."""
     os.makedirs(out_dir, exist_ok=True)
@@ -93,4 +125,6 @@ def write_all(rows: Sequence[dict], out_dir: str) -> dict[str, str]:
     write_plot(rows, paths["png"])
     with open(paths["md"], "w") as f:
         f.write(markdown_table(rows) + "\n")
+        if comparison_table(rows):
+            f.write("\n" + comparison_table(rows) + "\n")
     return paths

@@ -15,6 +15,7 @@ import torch
 
 from bertforge import registry
 from bertforge.bench.inputs import DISTRIBUTIONS, Batch, LengthSampler, corpus_lengths, make_batch
+from bertforge.bench.report import model_label
 from bertforge.bench.timing import PeakMemory, Timing, is_oom, time_calls
 from bertforge.config import load_config
 from bertforge.data.tokenizer import load_tokenizer
@@ -22,6 +23,7 @@ from bertforge.errors import UserError
 from bertforge.models.flops import batch_flops, peak_flops
 from bertforge.models.params import count_params, inner_module
 from bertforge.runtime import configure_logging, default_precision, device_name
+from bertforge.train import compile_unavailable_reason
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,8 @@ class Settings:
     vocab_size: int | None = None
     seed: int = 0
     length_dist: str = "uniform"  # a name from inputs.DISTRIBUTIONS, or a text file / MDS split
+    checkpointing: list[str] = field(default_factory=lambda: ["off"])  # off and/or on: activation checkpointing
+    compile: list[str] = field(default_factory=lambda: ["off"])  # off and/or on: torch.compile as Composer does
     sampler: LengthSampler | None = None  # set per model by run_model (corpus lengths need its tokenizer)
 
 
@@ -101,6 +105,7 @@ class Case:
 
     def __init__(self, model: Any, optimizer: Any, device: torch.device, precision: str):
         self.model, self.optimizer, self.device, self.precision = model, optimizer, device, precision
+        self.compiled = False  # compiled forward: each case first runs one batch, untimed and unmeasured
 
     def autocast(self):
         """bf16 autocast for ``amp_bf16``, else nothing."""
@@ -125,8 +130,14 @@ class Case:
         self.optimizer.step()
 
 
-def build_case(yaml: str, overrides: list[str], settings: Settings) -> tuple[Case, Any, Any]:
-    """Load ``yaml`` with ``overrides``, build its model and optimizer on the device.
+def compile_as_composer(model: torch.nn.Module) -> None:
+    """Compile ``model``'s forward in place as Composer's Trainer does for ``compile_model: true``."""
+    compiled = torch.compile(model)
+    model.forward = compiled.dynamo_ctx(model.forward)
+
+
+def build_case(yaml: str, overrides: list[str], settings: Settings, compiled: bool = False) -> tuple[Case, Any, Any]:
+    """Load ``yaml`` with ``overrides``, build its model (compiled when asked) and optimizer on the device.
 
     Returns (case, config, the real tokenizer or None when a stand-in was used). Status messages follow the
     YAML's ``python_log_level``.
@@ -140,8 +151,15 @@ def build_case(yaml: str, overrides: list[str], settings: Settings) -> tuple[Cas
     torch.manual_seed(cfg.seed)
     tokenizer, real = load_tokenizer_or_stand_in(cfg, settings.vocab_size)
     model = registry.models.build(cfg.model, "model", tokenizer).to(device)
+    if compiled:
+        reason = compile_unavailable_reason(device)
+        if reason:
+            raise UserError(f"--compile on: {reason}")
+        compile_as_composer(model)
     optimizer = registry.optimizers.build(cfg.optimizer, "optimizer", list(model.named_parameters()))
-    return Case(model, optimizer, device, precision), cfg, tokenizer if real else None
+    case = Case(model, optimizer, device, precision)
+    case.compiled = compiled
+    return case, cfg, tokenizer if real else None
 
 
 def make_sampler(settings: Settings, tokenizer: Any) -> LengthSampler:
@@ -218,6 +236,8 @@ def measure(case: Case, settings: Settings, mode: str, kind: str, seq_len: int, 
     try:
         batches = _batches(case, settings, kind, seq_len, batch_size, train)
         step = case.train_step if train else case.forward
+        if case.compiled:  # compilation (time and memory) stays out of the measurement
+            step(batches[0])
         with PeakMemory(case.device) as mem:
             timing = time_calls(lambda i: step(batches[i]), case.device, settings.repeats, settings.warmup)
     except Exception as err:
@@ -260,11 +280,24 @@ def batch_size_for(case: Case, cfg: Any, settings: Settings, seq_len: int, train
     return find_batch_size(case, settings, seq_len, train) if size == "auto" else int(size)
 
 
-def run_model(yaml: str, overrides: list[str], settings: Settings) -> list[dict]:
-    """Every mode x length x input kind of one YAML; rows carry the model name and YAML path.
+CHECKPOINTING_KEY = "model.model_config.activation_checkpointing"
 
-    Each measured case is logged (INFO) as it finishes."""
-    case, cfg, tokenizer = build_case(yaml, overrides, settings)
+
+def run_model(yaml: str, overrides: list[str], settings: Settings) -> list[dict]:
+    """Every variant (activation checkpointing off/on x compile off/on, each a freshly built model with the
+    same seed) x mode x length x input kind of one YAML; rows carry the model name, YAML path and variant."""
+    rows = []
+    for checkpointing in settings.checkpointing:
+        for compiled in settings.compile:
+            extra = [f"{CHECKPOINTING_KEY}=true"] if checkpointing == "on" else []
+            variant = {"act_ckpt": checkpointing, "compiled": compiled}
+            rows += _run_variant(yaml, [*overrides, *extra], settings, variant)
+    return rows
+
+
+def _run_variant(yaml: str, overrides: list[str], settings: Settings, variant: dict) -> list[dict]:
+    """Every mode x length x input kind of one built model; each measured case is logged (INFO) as it finishes."""
+    case, cfg, tokenizer = build_case(yaml, overrides, settings, variant["compiled"] == "on")
     if "variable" in settings.inputs:
         settings.sampler = make_sampler(settings, tokenizer)
     rows = []
@@ -277,7 +310,7 @@ def run_model(yaml: str, overrides: list[str], settings: Settings) -> list[dict]
                     raise
                 size = 0
             for kind in settings.inputs:
-                row = {"model": model_name(yaml), "yaml": str(yaml),
+                row = {"model": model_name(yaml), "yaml": str(yaml), **variant,
                        **measure(case, settings, mode, kind, seq_len, size)}
                 log.info("%s", progress_line(row))
                 rows.append(row)
@@ -288,7 +321,7 @@ def run_model(yaml: str, overrides: list[str], settings: Settings) -> list[dict]
 
 def progress_line(row: dict) -> str:
     """One line per measured case, for the console."""
-    head = f"{row['model']} {row['mode']} L={row['seq_len']} {row['inputs']} bs={row['batch_size']}"
+    head = f"{model_label(row)} {row['mode']} L={row['seq_len']} {row['inputs']} bs={row['batch_size']}"
     if row["status"] != "ok":
         return f"{head}: {row['status'].upper()} {row.get('note', '')}"
     return (f"{head}: {row['ms_median']:.1f} ms [{row['ms_min']:.1f}-{row['ms_max']:.1f}], "

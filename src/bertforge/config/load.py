@@ -27,6 +27,20 @@ def parse_overrides(overrides: Sequence[str]) -> dict:
         raise UserError(f"could not parse overrides {list(overrides)}: {err}") from None
 
 
+def apply_overrides(base, overrides: Sequence[str]) -> None:
+    """Apply ``key=value`` overrides to the loaded YAML ``base`` in order. Keys are dotted paths; list items are
+    addressed by index (``phases.1.max_seq_len=512`` or ``phases[1].max_seq_len=512``); mappings merge."""
+    parse_overrides(overrides)  # checks the form and the values of all of them first
+    for item in overrides:
+        key, text = item.split("=", 1)
+        value = OmegaConf.to_container(OmegaConf.from_dotlist([f"value={text}"]), resolve=False)["value"]
+        try:
+            OmegaConf.update(base, key, value, merge=True)
+        except (OmegaConfBaseException, TypeError, ValueError) as err:
+            first = str(err).strip().splitlines()[0]
+            raise UserError(f"override {item!r}: cannot apply it to the YAML ({first})") from None
+
+
 def load_raw(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Read ``path`` (YAML), merge the overrides, resolve ``${...}`` interpolations; return a plain dict."""
     if not os.path.isfile(path):
@@ -38,9 +52,9 @@ def load_raw(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str
         raise UserError(f"{path}: not valid YAML: {first}") from None
     if not isinstance(OmegaConf.to_container(base), dict):
         raise UserError(f"{path}: the top level must be a mapping of keys")
-    merged = OmegaConf.merge(base, OmegaConf.create(parse_overrides(overrides)))
+    apply_overrides(base, overrides)
     try:
-        return OmegaConf.to_container(merged, resolve=True)
+        return OmegaConf.to_container(base, resolve=True)
     except OmegaConfBaseException as err:
         raise ConfigError(getattr(err, "full_key", "") or "", f"cannot resolve interpolation: {err.msg}") from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -24,16 +25,66 @@ def check_time(key: str, value: str | int, allow_dur: bool = True) -> None:
         raise ConfigError(key, f"{value!r} is not a time; write a number and a unit from {units}, e.g. '1000ba'")
 
 
+_WEIGHTS = ("proportion", "repeat", "choose")
+
+
 @dataclass
-class DatasetConfig:
-    """Where an MDS split lives and how to stream it."""
+class StreamConfig:
+    """One source of a dataset mixture, handed to mosaicml-streaming's ``Stream``: its folders and its weight."""
 
     local: str
-    """Local folder holding the MDS shards (with ``split`` as a subfolder when set)."""
+    """Local MDS folder; with ``remote``, the cache folder the remote's shards are downloaded to."""
     remote: str | None = None
-    """Optional remote (s3://, gs://, ...) to stream from into ``local``."""
+    """Optional remote to stream from (s3://, gs://, ..., file:// or a local path)."""
     split: str | None = None
-    """Subfolder of ``local``/``remote`` for this split (``train``, ``val``)."""
+    """Subfolder of ``local``/``remote``; defaults to the dataset block's ``split``."""
+    proportion: float | None = None
+    """Relative weight: this source's share of an epoch. Either every stream gives one or none does."""
+    repeat: float | None = None
+    """Absolute weight: samples per epoch as a multiple of this source's size (0.5 = half, 2 = twice)."""
+    choose: int | None = None
+    """Absolute weight: exactly this many samples per epoch from this source."""
+    download_retry: int | None = None
+    """Download attempts for this source's shards (the dataset block's when null)."""
+    download_timeout: float | None = None
+    """Seconds to wait for one of this source's shards (the dataset block's when null)."""
+
+    def __post_init__(self) -> None:
+        given = [k for k in _WEIGHTS if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ConfigError(given[1], f"a stream takes at most one of proportion, repeat, choose (this one has "
+                              f"{' and '.join(given)}); keep one")
+        for name in given:
+            if getattr(self, name) < 0:
+                raise ConfigError(name, f"{getattr(self, name)} must be >= 0")
+        if self.download_timeout is not None and self.download_timeout <= 0:
+            raise ConfigError("download_timeout", f"{self.download_timeout} must be > 0 seconds")
+
+    @property
+    def weight(self) -> str | None:
+        """Which weight key this stream sets (None: none)."""
+        return next((k for k in _WEIGHTS if getattr(self, k) is not None), None)
+
+
+@dataclass
+class DatasetConfig:
+    """Where the MDS data lives (one ``local``/``remote`` folder, or a ``streams`` mixture) and how to stream it."""
+
+    local: str | None = None
+    """Local folder holding the MDS shards (with ``split`` as a subfolder when set); the cache with ``remote``."""
+    remote: str | None = None
+    """Optional remote (s3://, gs://, oci://, azure://, hf://, sftp://, file:// or a local path) to stream from
+    into ``local``."""
+    split: str | None = None
+    """Subfolder of ``local``/``remote`` for this split (``train``, ``val``); with ``streams``, each stream's
+    default."""
+    streams: list[StreamConfig] = field(default_factory=list)
+    """A mixture of sources, each ``{local, remote, split, proportion | repeat | choose}``, sampled by
+    mosaicml-streaming (instead of ``local``/``remote``). With no weights every sample of every source is seen
+    once per epoch. Empty: the one ``local``/``remote`` source."""
+    epoch_size: int | None = None
+    """Samples per epoch (all ranks) drawn from the sources by proportion (or by size when no stream has a
+    weight); the sources' total when null. Not with repeat/choose weights."""
     shuffle: bool = False
     """Shuffle samples (the train split should)."""
     shuffle_seed: int | None = None
@@ -42,8 +93,65 @@ class DatasetConfig:
     """mosaicml-streaming shuffle algorithm."""
     predownload: int | None = None
     """Samples to download ahead per worker (streaming's default when null)."""
-    cache_limit: str | None = None
-    """Upper bound on the local cache when streaming from a remote, e.g. '10gb'."""
+    cache_limit: str | int | None = None
+    """Upper bound on the local cache when streaming from a remote, e.g. '10gb'; the coldest shards are evicted
+    from the local cache to stay under it."""
+    download_retry: int = 2
+    """Download attempts per shard from a remote before failing."""
+    download_timeout: float = 60.0
+    """Seconds to wait for one shard (or index) to download before failing."""
+    validate_hash: str | None = None
+    """Check each shard with this hash from the index (e.g. 'sha1', 'xxh64'; as written by the converter)."""
+
+    def __post_init__(self) -> None:
+        if self.download_timeout <= 0:
+            raise ConfigError("download_timeout", f"{self.download_timeout} must be > 0 seconds")
+        if self.download_retry < 0:
+            raise ConfigError("download_retry", f"{self.download_retry} must be >= 0")
+        if self.epoch_size is not None and self.epoch_size < 1:
+            raise ConfigError("epoch_size", f"{self.epoch_size} must be >= 1")
+        if self.streams:
+            self._check_streams()
+        elif self.local is None:
+            raise ConfigError("local", "required key is missing; give local (one MDS folder) or streams "
+                              "(a mixture of sources)")
+        if self.cache_limit is not None:
+            self._check_cache_limit()
+
+    def _check_cache_limit(self) -> None:
+        """Streaming evicts cold shards of every source to stay under ``cache_limit``: each needs a remote copy."""
+        sources = [(f"streams[{i}]", s.local, s.remote) for i, s in enumerate(self.streams)] or [
+            ("", self.local, self.remote)]
+        for key, local, remote in sources:
+            where = f"{key}.remote" if key else "remote"
+            if remote is None or os.path.normpath(remote.removeprefix("file://")) == os.path.normpath(local):
+                raise ConfigError(where, "has no remote copy of its data, but cache_limit evicts shards of every "
+                                  "source from local (deleting the only copy); give it a remote or drop cache_limit")
+
+    def _check_streams(self) -> None:
+        """The mixture rules of mosaicml-streaming, refused here with the stream's key."""
+        for name in ("local", "remote"):
+            if getattr(self, name) is not None:
+                raise ConfigError(name, f"give either streams or {name}, not both; put {name} in each stream")
+        seen: dict[tuple, int] = {}
+        for i, stream in enumerate(self.streams):
+            place = (os.path.normpath(stream.local), stream.split or self.split)
+            if place in seen:
+                raise ConfigError(f"streams[{i}].local", f"same folder and split as streams[{seen[place]}]; "
+                                  "each stream needs its own (a remote's cache too)")
+            seen[place] = i
+        relative = self.streams[0].weight == "proportion"
+        for i, stream in enumerate(self.streams):
+            if (stream.weight == "proportion") != relative:
+                key = f"streams[{i}].{stream.weight or 'proportion'}"
+                raise ConfigError(key, "streams are weighted either all by proportion (relative) or by repeat/"
+                                  "choose/nothing (absolute), never both; give every stream a proportion or none")
+        if relative and sum(s.proportion for s in self.streams) <= 0:
+            raise ConfigError("streams[0].proportion", "the proportions sum to 0; give some stream a weight > 0")
+        absolute = [i for i, s in enumerate(self.streams) if s.weight in ("repeat", "choose")]
+        if self.epoch_size is not None and absolute:
+            raise ConfigError("epoch_size", f"sets the epoch size, but streams[{absolute[0]}] sets its own count by "
+                              f"{self.streams[absolute[0]].weight}; drop one of them (or weight by proportion)")
 
 
 @dataclass
@@ -158,6 +266,11 @@ class TrainConfig:
     """Registry logger blocks, e.g. ``[{name: tensorboard}]``."""
     python_log_level: str | None = None
     dist_timeout: float = 300.0
+    parallelism: dict | None = None
+    """``{fsdp: {...}}``: shard with Composer's FSDP (sharding_strategy, mixed_precision, state_dict_type,
+    activation_cpu_offload, ...; checked by bertforge/parallel.py). Null: DDP across processes."""
+    phases: list[dict] = field(default_factory=list)
+    """Consecutive training phases, each ``{name, share, ...keys it changes}`` (see bertforge.phases); empty: one."""
 
     def __post_init__(self) -> None:
         for key in ("max_duration", "eval_interval", "save_interval", "console_log_interval"):

@@ -38,6 +38,9 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        non_null = [a for a in args if a is not type(None)]
+        if len(non_null) == 1:  # X | None: X's own error names the inner key (e.g. eval_loader.dataset.shufle)
+            return coerce(value, non_null[0], key)
         errors = []
         for arg in args:
             if arg is type(None):

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from bertforge.data import nsp_pairs
 from bertforge.data import sft as sft_data
 from bertforge.data.mds_checks import DATA_TOKENIZER_DIR as TOKENIZER_DIR
 from bertforge.data.mds_checks import META_FILE as META_NAME
@@ -316,9 +317,11 @@ def convert(inputs: Sequence[str | Path] | str | Path | None, out: str | Path, *
             concat_tokens: int | None = None, shard_size: int | str = "64mb", compression: str | None = None,
             num_workers: int = 1, overwrite: bool = False, split_inputs: dict[str, Any] | None = None,
             hf_dataset: str | None = None, hf_config: str | None = None, train_tokenizer: int | None = None,
-            lowercase: bool = True, sft: sft_data.SFTOptions | None = None) -> dict[str, Any]:
+            lowercase: bool = True, sft: sft_data.SFTOptions | None = None,
+            pairs: nsp_pairs.PairOptions | None = None) -> dict[str, Any]:
     """Write ``{out}/{split}/`` MDS shards plus ``{out}/bertforge_meta.json``; return the meta dict.
 
+    ``pairs`` writes NSP/SOP sentence pairs instead (:mod:`bertforge.data.nsp_pairs`; needs ``tokenizer``).
     ``sft`` reads conversations (alpaca records or messages lists) and writes SFT samples (needs ``tokenizer``).
     ``split_inputs`` maps split names to a path or list of paths and replaces ``inputs`` and ``splits``.
     ``train_tokenizer`` (a vocabulary size) also trains a WordPiece tokenizer (``lowercase``) on the 'train'
@@ -337,6 +340,8 @@ def convert(inputs: Sequence[str | Path] | str | Path | None, out: str | Path, *
                                 train_tokenizer)
     if sft is not None and (tokenizer is None or concat_tokens):
         raise UserError("--sft: needs --tokenizer and cannot pack (drop --concat-tokens)")
+    if pairs is not None and (tokenizer is None or concat_tokens or sft or train_tokenizer):
+        raise UserError("--objective: needs --tokenizer, without --concat-tokens, --sft or --train-tokenizer")
     if train_tokenizer is not None and TOKENIZER_DIR in names:
         raise UserError(f"--splits: a split named '{TOKENIZER_DIR}' would hold the trained tokenizer; rename it")
     jobs = _plan(inputs, split_inputs, (hf_dataset, hf_config) if hf_dataset else None,
@@ -375,6 +380,11 @@ def convert(inputs: Sequence[str | Path] | str | Path | None, out: str | Path, *
             shutil.rmtree(target)
         elif target.exists():
             target.unlink()
+    if pairs is not None:  # sentence pairs: nsp_pairs reads the documents, builds the pairs and writes all
+        meta = {"tokenizer": tokenizer, "text_field": text_field, "doc_separator": doc_separator, "inputs": sources}
+        return nsp_pairs.convert_pairs(jobs, names, out, tok, pairs, seed=seed, val_ratio=val_ratio,
+                                       num_workers=num_workers, meta=meta,
+                                       writer={"compression": compression, "size_limit": size_limit})
     encode = None if tok is None else sft_data.SFTEncoder(tok, sft) if sft else functools.partial(_encode, tok)
     stats = sft_data.SFTStats(encode) if sft else None
     columns = sft_data.COLUMNS if sft else {"input_ids": "ndarray:uint32"} if tok is not None else {"text": "str"}
@@ -470,8 +480,8 @@ def main(argv: list[str]) -> dict[str, Any]:
     p.add_argument("--val-ratio", type=float, default=0.05, help="share of documents for the 2nd split")
     p.add_argument("--seed", type=int, default=17, help="seed of the train/val split")
     p.add_argument("--text-field", default="text", help="JSONL key / dataset column holding the text")
-    p.add_argument("--doc-separator", choices=("line", "blank"), default="line",
-                   help="text files: one document per line, or blank-line separated documents")
+    p.add_argument("--doc-separator", choices=("line", "blank"),
+                   help="text files: one document per line (default), or blank-line separated documents")
     p.add_argument("--concat-tokens", type=int, metavar="N", help="pack token ids into chunks of exactly N")
     p.add_argument("--shard-size", default="64mb", help="shard size limit, e.g. 64mb or a byte count")
     p.add_argument("--compression", default=None, help="shard compression, e.g. zstd")
@@ -481,7 +491,9 @@ def main(argv: list[str]) -> dict[str, Any]:
                    help="also train a WordPiece tokenizer on the train split into OUT/tokenizer (text mode)")
     p.add_argument("--cased", action="store_true", help="--train-tokenizer: keep case (default: lowercase)")
     sft_data.add_sft_arguments(p)
+    nsp_pairs.add_pair_arguments(p)
     args = p.parse_args(argv)
+    pairs = nsp_pairs.pair_options(args)
     if args.cased and args.train_tokenizer is None:
         raise UserError("--cased: only applies to --train-tokenizer VOCAB_SIZE; add it or drop --cased")
     split_inputs = _parse_split_inputs(args.split_input)
@@ -490,11 +502,11 @@ def main(argv: list[str]) -> dict[str, Any]:
                         f"{','.join(split_inputs)}; drop --splits")
     meta = convert(args.input, args.out, tokenizer=args.tokenizer, splits=args.splits or "train,val",
                    val_ratio=args.val_ratio, seed=args.seed, text_field=args.text_field,
-                   doc_separator=args.doc_separator, concat_tokens=args.concat_tokens,
+                   doc_separator=args.doc_separator or ("blank" if pairs else "line"), concat_tokens=args.concat_tokens,
                    shard_size=args.shard_size, compression=args.compression, num_workers=args.num_workers,
                    overwrite=args.overwrite, split_inputs=split_inputs, hf_dataset=args.hf_dataset,
                    hf_config=args.hf_config, train_tokenizer=args.train_tokenizer, lowercase=not args.cased,
-                   sft=sft_data.sft_options(args))
+                   sft=None if pairs else sft_data.sft_options(args), pairs=pairs)
     counts = ", ".join(f"{k}={v}" for k, v in meta["splits"].items())
     print(f"wrote {args.out} ({meta['format']}): {counts}", file=sys.stderr)
     return meta

@@ -10,6 +10,9 @@ from bertforge.errors import UserError
 META_FILE = "bertforge_meta.json"
 DATA_TOKENIZER_DIR = "tokenizer"
 """Folder, beside the split folders, of the tokenizer ``convert_dataset.py --train-tokenizer`` trains."""
+PAIRS_FORMAT = "pairs"
+"""``format`` in the meta of sentence-pair folders (``--objective nsp|sop``), which also record ``objective``
+(nsp or sop) and ``max_seq_len`` (the longest pair), plus the pair options under ``pairs``."""
 
 
 def split_dir(local: str, split: str | None) -> str:
@@ -60,3 +63,13 @@ def read_meta(local: str) -> dict:
         return {}
     with open(path) as f:
         return json.load(f)
+
+
+def check_pairs_fit(local: str, max_seq_len: int, key: str = "max_seq_len") -> None:
+    """Refuse, naming ``key``, a sentence-pair folder whose pairs can be longer than ``max_seq_len`` (a pair cannot
+    be cut: it would lose B's end and its [SEP])."""
+    meta = read_meta(local)
+    if meta.get("format") == PAIRS_FORMAT and int(meta.get("max_seq_len") or 0) > max_seq_len:
+        raise UserError(f"{key}: {max_seq_len} is shorter than the sentence pairs in {local} (up to "
+                        f"{meta['max_seq_len']} tokens); set {key}: {meta['max_seq_len']} or convert with "
+                        f"--max-seq-len {max_seq_len}")

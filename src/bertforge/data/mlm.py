@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from bertforge.data.packing import packed_rows
+from bertforge.data.wwm import WordBoundaries, word_boundaries
 from bertforge.registry import collators
 
 IGNORE_INDEX = -100
@@ -42,7 +43,9 @@ class MLMCollator:
 
     Of the real tokens, ``mlm_probability`` are selected; 80% of those become ``mask_token_id``,
     10% a random non-special token, 10% stay as they are. Special tokens and padding are never
-    selected. ``labels`` hold the original ids at selected positions and -100 elsewhere.
+    selected. ``labels`` hold the original ids at selected positions and -100 elsewhere. With ``whole_words``
+    (whole-word masking) the draw is made once per word, so a word is selected with all its tokens (each
+    token then gets its own 80/10/10 choice, as in Google's BERT).
 
     With ``deterministic=True`` (used for eval) the choice of masks depends only on the batch's
     content, so repeated evaluations score the same masked positions; otherwise it draws from
@@ -56,6 +59,7 @@ class MLMCollator:
     mlm_probability: float = 0.15
     pad_to_multiple_of: int = 8
     deterministic: bool = False
+    whole_words: WordBoundaries | None = None
 
     def __post_init__(self) -> None:
         self._special = torch.tensor(sorted(set(self.special_token_ids)), dtype=torch.long)
@@ -87,6 +91,8 @@ class MLMCollator:
         gen = self._generator(input_ids)
         candidates = attention_mask.bool() & ~torch.isin(input_ids, self._special)
         draw = torch.rand(input_ids.shape, generator=gen)
+        if self.whole_words is not None:  # every token takes the draw of its word's first token
+            draw = draw.gather(1, self.whole_words.first_positions(input_ids, candidates))
         selected = candidates & (draw < self.mlm_probability)
         labels = torch.where(selected, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
         # Split the selected tokens 80/10/10 with a second uniform draw.
@@ -117,10 +123,13 @@ def tokenizer_ids(tokenizer) -> dict:
 
 
 @collators.register("mlm")
-def build_mlm_collator(tokenizer, mlm_probability: float, deterministic: bool) -> MLMCollator:
-    """BERT masking of mlm_probability of the real tokens (80% [MASK], 10% random, 10% kept); supports packing."""
+def build_mlm_collator(tokenizer, mlm_probability: float, deterministic: bool,
+                       whole_word_mask: bool = False) -> MLMCollator:
+    """BERT masking of mlm_probability of the real tokens (80% [MASK], 10% random, 10% kept); supports packing.
+    ``whole_word_mask``: select whole words (WordPiece or byte-level BPE tokenizers)."""
     return MLMCollator(
         **tokenizer_ids(tokenizer),
         mlm_probability=mlm_probability,
         deterministic=deterministic,
+        whole_words=word_boundaries(tokenizer, "collator.whole_word_mask") if whole_word_mask else None,
     )

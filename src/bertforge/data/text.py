@@ -9,7 +9,9 @@ from torch.utils.data import DataLoader
 
 from bertforge import registry
 from bertforge.data.mlm import Collator, PackingCollator
+from bertforge.data.nsp import nsp_sample
 from bertforge.data.packing import TokenBudgetBatches
+from bertforge.data.streams import log_mixture, streaming_sources
 from bertforge.errors import ConfigError
 
 
@@ -28,6 +30,8 @@ class StreamingTextDataset(StreamingDataset):
 
     def __getitem__(self, idx: int) -> dict:
         sample = super().__getitem__(idx)
+        if "next_sentence_label" in sample:  # NSP/SOP pairs (bertforge.data.nsp): whole pairs, never cut
+            return nsp_sample(sample, self.max_seq_len)
         if "prompt_len" in sample:  # SFT (bertforge.data.sft): complete ids; the collator pads them to pad_to
             ids = np.asarray(sample["input_ids"], dtype=np.int64)[: self.max_seq_len].tolist()
             return {"input_ids": ids, "prompt_len": min(int(sample["prompt_len"]), len(ids)),
@@ -52,27 +56,32 @@ def build_collator(loader_cfg, tokenizer, train: bool, key: str) -> Collator:
     return collate
 
 
+def build_text_dataset(ds, tokenizer, max_seq_len: int, batch_size: int, seed: int, key: str) -> StreamingTextDataset:
+    """The :class:`StreamingTextDataset` of dataset block ``ds`` (at ``key``): one folder or a ``streams`` mixture,
+    whose per-source samples per epoch are logged once."""
+    try:
+        dataset = StreamingTextDataset(
+            tokenizer=tokenizer, max_seq_len=max_seq_len, **streaming_sources(ds), shuffle=ds.shuffle,
+            shuffle_seed=seed if ds.shuffle_seed is None else ds.shuffle_seed, shuffle_algo=ds.shuffle_algo,
+            predownload=ds.predownload, cache_limit=ds.cache_limit, batch_size=batch_size,
+        )
+    except ValueError as err:  # streaming checks the cache limit against the shard sizes once it has the index
+        if ds.cache_limit is None or "cache limit" not in str(err).lower():
+            raise
+        raise ConfigError(f"{key}.cache_limit", str(err).splitlines()[0]) from None
+    log_mixture(dataset, ds, key)
+    return dataset
+
+
 def build_text_dataloader(loader_cfg, tokenizer, max_seq_len: int, batch_size: int, seed: int, train: bool):
     """A torch DataLoader over a :class:`StreamingTextDataset`, batched by the loader's ``collator`` block.
 
     With ``loader_cfg.packing`` every batch holds exactly ``batch_size`` rows of ``max_seq_len`` token
     slots filled with whole documents (:class:`~bertforge.data.packing.TokenBudgetBatches`).
     """
-    collate = build_collator(loader_cfg, tokenizer, train, "train_loader" if train else "eval_loader")
-    ds = loader_cfg.dataset
-    dataset = StreamingTextDataset(
-        tokenizer=tokenizer,
-        max_seq_len=max_seq_len,
-        local=ds.local,
-        remote=ds.remote,
-        split=ds.split,
-        shuffle=ds.shuffle,
-        shuffle_seed=seed if ds.shuffle_seed is None else ds.shuffle_seed,
-        shuffle_algo=ds.shuffle_algo,
-        predownload=ds.predownload,
-        cache_limit=ds.cache_limit,
-        batch_size=batch_size,
-    )
+    key = "train_loader" if train else "eval_loader"
+    collate = build_collator(loader_cfg, tokenizer, train, key)
+    dataset = build_text_dataset(loader_cfg.dataset, tokenizer, max_seq_len, batch_size, seed, f"{key}.dataset")
     drop_last = loader_cfg.drop_last if train else False
     extra = {}
     if loader_cfg.num_workers > 0:

@@ -89,6 +89,9 @@ class ChatSession:
         self.encoder = SFTEncoder(tok, SFTOptions(max_seq_len=generator.max_length or 1 << 30,
                                                   chat_template=chat_template))
         self.end_ids = {self.encoder.end_id}
+        if tok.eos_token_id is not None and tok.eos_token_id == tok.pad_token_id:
+            self.end_ids.add(tok.eos_token_id)  # dllm's BERT-Chat layout: answers end in [PAD] (eos = pad)
+        self.closing = closing_text(tok)
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.encoder.end_id
         self.messages: list[Message] = []
 
@@ -105,8 +108,27 @@ class ChatSession:
                         end_token_ids=sorted(self.end_ids), max_length=gen.max_length, device=gen.device,
                         on_step=on_step)
         answer = gen.decode(output)[0]
+        if self.closing and self.closing in answer:  # a template's closing text, e.g. dllm's [/Answer]
+            answer = answer.split(self.closing, 1)[0].rstrip()
         self.messages = context + [{"role": "assistant", "content": answer}]
         return answer
+
+
+def closing_text(tokenizer: Any) -> str:
+    """The text a tokenizer's chat template writes right after an assistant message ('' when none or no
+    template), e.g. '[/Answer]': models trained on such text write it before their end marker."""
+    if not getattr(tokenizer, "chat_template", None):
+        return ""
+    sentinel = "\u2063bertforge\u2063"
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "q"},
+                                              {"role": "assistant", "content": sentinel}], tokenize=False)
+    except Exception:  # a template that cannot render this pair: no closing text to cut at
+        return ""
+    after = text.split(sentinel, 1)[1] if sentinel in text else ""
+    specials = set(tokenizer.all_special_tokens)
+    closing = after.strip().splitlines()[0].strip() if after.strip() else ""
+    return "" if closing in specials else closing
 
 
 def main(argv: list[str], stdin: TextIO | None = None, stdout: TextIO | None = None) -> list[str]:

@@ -37,6 +37,9 @@ def add_sampling_options(p: argparse.ArgumentParser, block_length: int | None = 
     p.add_argument("--remasking", choices=REMASKING, default="low_confidence")
     p.add_argument("--threshold", type=float, default=None,
                    help="also commit every position whose probability exceeds this (parallel decoding)")
+    p.add_argument("--factor", type=float, default=None,
+                   help="Fast-dLLM's factor rule (about 1): also commit the top n while the n-th probability "
+                        ">= 1 - factor / (n + 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("cpu", "gpu"), default=None)
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
@@ -60,7 +63,7 @@ def sampler_config(args: argparse.Namespace) -> SamplerConfig:
     try:
         return SamplerConfig(max_new_tokens=args.max_new_tokens, steps=args.steps, block_length=args.block_length,
                              temperature=args.temperature, remasking=args.remasking, threshold=args.threshold,
-                             seed=args.seed)
+                             factor=args.factor, seed=args.seed)
     except ConfigError as err:
         flag = "--" + err.key.replace("_", "-")
         raise UserError(f"{flag}{str(err)[len(err.key):]}") from None

@@ -5,11 +5,13 @@ blocks of ``block_length`` tokens, left to right; the ``steps`` budget is spread
 the model predicts every position, and the best still-masked positions of the current block are committed:
 ``k = ceil(masked / steps left)`` of them (so a block is done within its steps), ranked by ``low_confidence``
 (the predicted token's probability), ``margin`` (top-1 minus top-2 probability) or ``random``, plus, with a
-``threshold``, every position whose predicted token's probability exceeds it (parallel decoding as in
-Fast-dLLM). A committed token never changes. Temperature 0 takes the argmax (deterministic); temperature > 0
-samples with Gumbel noise. Once an end-of-answer token is committed, the masked positions after it are filled
-with [PAD] (attended, as chat finetuning shows them: answer, end token, padding), and a row whose canvas holds
-no mask is finished: no further forward pass is spent on it.
+``threshold``, every position whose predicted token's probability exceeds it, and, with a ``factor``, the
+n most probable positions for the largest n whose n-th probability is at least 1 - factor / (n + 1) (Fast-dLLM's
+confidence-aware parallel decoding: its threshold and factor rules). A committed token never changes.
+Temperature 0 takes the argmax (deterministic); temperature > 0 samples with Gumbel noise. Once an end-of-answer
+token is committed, the masked positions after it are filled with [PAD] (attended, as chat finetuning shows
+them: answer, end token, padding), and a row whose canvas holds no mask is finished: no further forward pass is
+spent on it.
 
 The model is any callable ``(input_ids (R, W), attention_mask (R, W)) -> logits (R, W, V)``. It always sees
 right-padded rows whose real tokens start at column 0, so a prompt decoded alone or in a batch of longer
@@ -41,6 +43,7 @@ class SamplerConfig:
     temperature: float = 0.0  # 0: greedy; > 0: Gumbel-max sampling from softmax(logits / temperature)
     remasking: str = "low_confidence"  # which masked positions to commit first
     threshold: float | None = None  # also commit every position whose token probability exceeds this
+    factor: float | None = None  # also commit the top n while the n-th probability >= 1 - factor / (n + 1)
     seed: int = 0  # Gumbel noise and ``random`` ranking
 
     def __post_init__(self):
@@ -59,6 +62,8 @@ class SamplerConfig:
             raise ConfigError("temperature", f"{self.temperature}: must be >= 0 (0 is greedy)")
         if self.threshold is not None and not 0 < self.threshold <= 1:
             raise ConfigError("threshold", f"{self.threshold}: must be in (0, 1] (1.0 never fires)")
+        if self.factor is not None and self.factor <= 0:
+            raise ConfigError("factor", f"{self.factor}: must be > 0 (Fast-dLLM uses about 1; smaller is stricter)")
 
     @property
     def block_len(self) -> int:
@@ -124,7 +129,7 @@ def sample(model_fn: ModelFn, prompts: Sequence[Sequence[int]], config: SamplerC
             logits[..., mask_token_id] = float("-inf")  # the mask token is never a prediction
             tokens, score, prob = _propose(logits, config, gen)  # (R, L) each
             k = (block_open[rows].sum(1) + (budget - s) - 1) // (budget - s)  # ceil(masked / steps left)
-            chosen = _choose(score, prob, block_open[rows], k, config.threshold)  # (R, L)
+            chosen = _choose(score, prob, block_open[rows], k, config.threshold, config.factor)  # (R, L)
             x[rows, longest + lo:longest + hi] = torch.where(chosen, tokens, x[rows, longest + lo:longest + hi])
             open_[rows, lo:hi] &= ~chosen
             commit_step[rows, lo:hi] = torch.where(chosen, first_step + s, commit_step[rows, lo:hi])
@@ -171,16 +176,25 @@ def _propose(logits: torch.Tensor, config: SamplerConfig, gen: torch.Generator):
 
 
 def _choose(score: torch.Tensor, prob: torch.Tensor, open_: torch.Tensor, k: torch.Tensor,
-            threshold: float | None) -> torch.Tensor:
+            threshold: float | None, factor: float | None = None) -> torch.Tensor:
     """The open positions to commit: each row's ``k`` best by ``score`` (ties: leftmost), plus, with a threshold,
-    every open position whose probability exceeds it."""
-    score = score.masked_fill(~open_, float("-inf"))
-    order = score.sort(dim=1, descending=True, stable=True).indices  # (R, L) positions, best first
-    rank = order.argsort(dim=1)  # (R, L) each position's place in that order
-    chosen = open_ & (rank < k[:, None])
+    every open position whose probability exceeds it, plus, with a factor, the leading run of the most probable
+    open positions whose n-th probability is at least 1 - factor / (n + 1)."""
+    chosen = open_ & (_rank(score, open_) < k[:, None])
     if threshold is not None:
         chosen |= open_ & (prob > threshold)
+    if factor is not None:
+        top = prob.masked_fill(~open_, -1.0).sort(dim=1, descending=True).values  # (R, L)
+        n = torch.arange(1, top.shape[1] + 1, device=top.device)
+        run = (top >= 1 - factor / (n + 1)).long().cumprod(1).sum(1)  # (R,) how many pass, best first
+        chosen |= open_ & (_rank(prob, open_) < run[:, None])
     return chosen
+
+
+def _rank(score: torch.Tensor, open_: torch.Tensor) -> torch.Tensor:
+    """Each position's place (0 = best) when the open positions are sorted by ``score``, ties leftmost (R, L)."""
+    order = score.masked_fill(~open_, float("-inf")).sort(dim=1, descending=True, stable=True).indices
+    return order.argsort(dim=1)
 
 
 def _fill_after_end(canvas: torch.Tensor, open_: torch.Tensor, ends: torch.Tensor, pad_token_id: int) -> None:

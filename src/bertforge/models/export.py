@@ -19,12 +19,19 @@ def save_hf_folder(hf_model: Any, tokenizer: Any, folder: str) -> str:
     return folder
 
 
+def export_refusal(composer_model: torch.nn.Module) -> str | None:
+    """Why :func:`export_hf` cannot write this model as a transformers folder (None: it can), before training."""
+    composer_model = peel(composer_model)
+    if hasattr(composer_model, "export_refusal"):
+        return composer_model.export_refusal()
+    if hasattr(getattr(composer_model, "model", None), "save_pretrained"):
+        return None
+    return f"{type(composer_model).__name__} has no Hugging Face model to export"
+
+
 def can_export_hf(composer_model: torch.nn.Module) -> bool:
     """Whether :func:`export_hf` can write this model as a transformers folder."""
-    composer_model = peel(composer_model)
-    if hasattr(composer_model, "export_hf"):
-        return getattr(composer_model, "exporter", None) is not None
-    return hasattr(getattr(composer_model, "model", None), "save_pretrained")
+    return export_refusal(composer_model) is None
 
 
 def export_hf(composer_model: torch.nn.Module, folder: str) -> str:

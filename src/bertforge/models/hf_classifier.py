@@ -22,7 +22,7 @@ from transformers import AutoModelForSequenceClassification
 
 from bertforge.errors import ConfigError, UserError
 from bertforge.models.flops import FlopsPerBatch
-from bertforge.models.hf_bert import build_config, model_config_class
+from bertforge.models.hf_bert import build_config, enable_checkpointing, model_config_class
 from bertforge.models.metrics import classification_metrics
 from bertforge.registry import classifiers
 
@@ -56,7 +56,6 @@ def build_hf_classifier(
     pretrained: bool = False,
     model_config: dict | None = None,
     pad_vocab_to_multiple_of: int = 8,
-    gradient_checkpointing: bool = False,
     pooling: Literal["cls"] = "cls",
 ) -> HFClassifier:
     """A transformers sequence classifier (``num_labels == 1``: regression) with a new task head.
@@ -80,8 +79,7 @@ def build_hf_classifier(
             raise UserError(f"{KEY}.pretrained_model_name: '{pretrained_model_name}' lacks encoder weights {bad[:5]}")
     else:
         model = AutoModelForSequenceClassification.from_config(config)
-    if gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+    enable_checkpointing(model, model_config)
     wrapped = HFClassifier(model, tokenizer=tokenizer, use_logits=True, metrics=[],
                            eval_metrics=classification_metrics(num_labels), shift_labels=False)
     wrapped.head_prefixes, wrapped.optional_prefixes = _head_prefixes(model)

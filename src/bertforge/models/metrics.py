@@ -1,4 +1,5 @@
-"""Metrics shared by every model family: MLM, masked diffusion (MDLM), and sequence classification/regression."""
+"""Metrics shared by every model family: MLM, masked diffusion (MDLM), sentence pairs (NSP/SOP), and sequence
+classification/regression."""
 
 from __future__ import annotations
 
@@ -45,11 +46,44 @@ class MDLMNegativeELBO(Metric):
         return (self.total / self.tokens).float() if self.tokens > 0 else torch.tensor(float("nan"))
 
 
+class NSPAccuracy(Metric):
+    """Share of sentence pairs whose next-sentence label (0 = B follows A, 1 = random) the pair head predicts."""
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("correct", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add a batch's pair ``logits`` ``(B, 2)`` and ``labels`` ``(B,)``."""
+        self.correct += (logits.argmax(dim=-1) == labels.to(logits.device)).sum().to(self.correct)
+        self.total += labels.numel()
+
+    def compute(self) -> torch.Tensor:
+        """Accuracy in [0, 1] (NaN before any pair)."""
+        return self.correct.float() / self.total if self.total > 0 else torch.tensor(float("nan"))
+
+
+class SOPAccuracy(NSPAccuracy):
+    """:class:`NSPAccuracy` for ALBERT's sentence-order prediction (0 = in order, 1 = swapped)."""
+
+
+PAIR_METRICS = {"nsp": NSPAccuracy, "sop": SOPAccuracy}
+OBJECTIVES = ("mlm", "mdlm", *PAIR_METRICS)
+
+
 def lm_metrics(objective: str, train: bool = False) -> list[Metric]:
-    """Fresh metrics for ``objective`` ``'mlm'`` or ``'mdlm'``: the MLM ones, plus for MDLM (eval) the bound."""
-    if objective not in ("mlm", "mdlm"):
-        raise ValueError(f"objective {objective!r}: expected 'mlm' or 'mdlm'")
-    return mlm_metrics() + ([MDLMNegativeELBO()] if objective == "mdlm" and not train else [])
+    """Fresh metrics for ``objective``: the MLM ones, plus for ``'mdlm'`` (eval) the bound, for ``'nsp'``/``'sop'``
+    (train and eval) the pair accuracy."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective {objective!r}: expected one of {', '.join(map(repr, OBJECTIVES))}")
+    extra: list[Metric] = [PAIR_METRICS[objective]()] if objective in PAIR_METRICS else []
+    if objective == "mdlm" and not train:
+        extra.append(MDLMNegativeELBO())
+    return mlm_metrics() + extra
 
 
 def classification_metrics(num_labels: int) -> list[Metric]:

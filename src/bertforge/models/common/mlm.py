@@ -16,13 +16,17 @@ class MLMOutput(NamedTuple):
     """``logits`` ``(n_masked, vocab)`` with their ``labels`` when labels were given, else ``(B, L, V)``.
 
     ``token_loss`` ``(n_masked,)`` float32 is each masked token's cross-entropy (``loss`` is its mean), in the
-    row-major order of the masked positions of the ``(B, L)`` labels.
+    row-major order of the masked positions of the ``(B, L)`` labels. ``cls_hidden`` ``(B, H)`` is each row's first
+    token's final hidden state (what a sentence-pair head pools); ``nsp_logits`` ``(B, 2)`` that head's output, when
+    the model has one.
     """
 
     logits: torch.Tensor
     labels: torch.Tensor | None
     loss: torch.Tensor | None
     token_loss: torch.Tensor | None = None
+    cls_hidden: torch.Tensor | None = None
+    nsp_logits: torch.Tensor | None = None
 
 
 def sparse_mlm(hidden: torch.Tensor, flat_labels: torch.Tensor, head: nn.Module, decoder: nn.Module) -> MLMOutput:

@@ -1,4 +1,6 @@
-"""transformers BERT (``BertModel`` / ``BertForMaskedLM``) <-> FlexBERT configured as classic BERT.
+"""transformers BERT (``BertModel`` / ``BertForMaskedLM``) <-> FlexBERT configured as classic BERT, and the
+NSP head (our :class:`~bertforge.models.common.nsp.NSPHead`) <-> ``BertForPreTraining``'s pooler and
+``cls.seq_relationship``, for every family whose MLM exports as ``BertForMaskedLM``.
 
 Both directions classify every config field (:mod:`bertforge.models.convert.rules`) and move every
 tensor, so a conversion either computes the same function or is refused before any weight is touched.
@@ -6,11 +8,17 @@ tensor, so a conversion either computes the same function or is refused before a
 
 from __future__ import annotations
 
+import copy
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
-from transformers import BertConfig, BertForMaskedLM
+from transformers import AutoConfig, BertConfig, BertForMaskedLM, BertForPreTraining
+from transformers.utils import logging as transformers_logging
 
+from bertforge.errors import UserError
+from bertforge.models.common.nsp import NSPHead
 from bertforge.models.convert import activations
 from bertforge.models.convert.rules import (
     PRETRAINED_IGNORED,
@@ -26,6 +34,8 @@ from bertforge.models.convert.rules import (
     same_tensor,
 )
 from bertforge.models.flexbert.config import FlexBertConfig
+
+log = logging.getLogger(__name__)
 
 
 def _activation(value: str, hf: BertConfig) -> dict:  # BERT's MLP and MLM head share hidden_act
@@ -100,6 +110,8 @@ EXPORT: dict[str, Rule] = {
     "attention_dropout": To("attention_probs_dropout_prob"),
     "attention_backend": _EXECUTION,
     "unpad": _EXECUTION,
+    "activation_checkpointing": _EXECUTION,
+    "activation_checkpointing_every": _EXECUTION,
     "mlp_type": _must("mlp", "BERT's MLP is not gated; set mlp_type: mlp"),
     "hidden_activation": To(fn=lambda value, cfg: {"hidden_act": activations.to_hf(value)}),
     "mlp_bias": _must(True, "BERT's MLP has biases; set mlp_bias: true"),
@@ -216,3 +228,53 @@ def to_bert(model: torch.nn.Module, tokenizer: Any = None) -> BertForMaskedLM:
         state["cls.predictions.decoder.weight"] = ours["model.embeddings.tok_embeddings.weight"]
     load_exact(hf, state, "BERT export")
     return hf.eval()
+
+
+# NSPHead tensor -> BertForPreTraining tensor.
+NSP_NAMES = {f"{ours}.{suffix}": f"{theirs}.{suffix}" for ours, theirs in
+             (("pooler", "bert.pooler.dense"), ("classifier", "cls.seq_relationship")) for suffix in ("weight", "bias")}
+
+
+def nsp_export_refusal(what: str) -> str:
+    """The one line refusing to export ``what`` (a model name) with its NSP head."""
+    return (f"{what} has an NSP head, which only BERT keeps in transformers (BertForPreTraining); export a "
+            f"BERT-shaped model (hf_bert model_type bert, or flexbert in BERT form), or train with objective mlm")
+
+
+def exports_nsp(exporter: Callable | None) -> bool:
+    """Whether a family's ``exporter`` writes ``BertForMaskedLM``, which :func:`to_bert_pretraining` extends."""
+    return exporter is to_bert
+
+
+def to_bert_pretraining(mlm: torch.nn.Module, head: NSPHead) -> BertForPreTraining:
+    """A transformers ``BertForPreTraining``: ``mlm``'s (a ``BertForMaskedLM``) weights plus ``head`` as the pooler
+    and ``cls.seq_relationship``, so that its MLM and NSP logits equal ours. Anything else refuses in one line."""
+    if not isinstance(mlm, BertForMaskedLM):
+        raise UserError(nsp_export_refusal(type(mlm).__name__))
+    hf = BertForPreTraining(copy.deepcopy(mlm.config))
+    state = {**mlm.state_dict(), **rename_exact(head.state_dict(), NSP_NAMES, lambda k: False, "NSP head")}
+    load_exact(hf, state, "BERT export with NSP head")
+    return hf.eval()
+
+
+def load_nsp_head(head: NSPHead, name: str) -> None:
+    """Load the pooler and NSP classifier of the transformers checkpoint ``name`` into ``head`` where it has them
+    (a ``BertForPreTraining`` has both, a ``BertModel`` only the pooler); one log line says what stays new."""
+    model_type = AutoConfig.from_pretrained(name).model_type
+    if model_type != "bert":
+        log.info("NSP head: new (pooler and classifier); '%s' is %s, which has no NSP weights", name, model_type)
+        return
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # its "newly initialized" warning would repeat the line below
+    try:
+        hf, info = BertForPreTraining.from_pretrained(name, output_loading_info=True)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    missing = set(info["missing_keys"])
+    theirs = hf.state_dict()
+    found = {ours: theirs[key] for ours, key in NSP_NAMES.items() if key not in missing}
+    parts = [part for part in ("pooler", "classifier") if all(f"{part}.{s}" in found for s in ("weight", "bias"))]
+    head.load_state_dict({k: v for k, v in found.items() if k.split(".")[0] in parts}, strict=False)
+    fresh = [part for part in ("pooler", "classifier") if part not in parts]
+    log.info("NSP head: %s from '%s'%s", " and ".join(parts) or "nothing", name,
+             f"; new {' and '.join(fresh)} (not in the checkpoint)" if fresh else "")

@@ -101,6 +101,8 @@ EXPORT: dict[str, Rule] = {
         "global_attn_every_n_layers": 1 if cfg.local_attention_window is None else value}),
     "attention_backend": Ignore("execution only: every backend computes the same attention"),
     "unpad": Ignore("execution only: padding never reaches the layers either way"),
+    "activation_checkpointing": Ignore("training memory only: recomputed activations are the same values"),
+    "activation_checkpointing_every": Ignore("training memory only: recomputed activations are the same values"),
     "mlp_type": _must("glu", "ModernBERT's MLP is gated; set mlp_type: glu"),
     "hidden_activation": To(fn=lambda value, cfg: {"hidden_activation": activations.to_hf(value)}),
     "hidden_dropout": _must(0.0, "ModernBERT has no dropout on the residual branches; set hidden_dropout: 0"),

@@ -72,7 +72,8 @@ def build_flexbert_mlm(tokenizer: Any, model_config: dict | None = None,
     """FlexBERT masked LM. ``model_config`` keys are FlexBertConfig fields; ``pretrained_model_name``
     converts a transformers ModernBERT or BERT checkpoint (its config, then ``model_config`` on top)."""
     module = _mlm_module(tokenizer, model_config, pretrained_model_name)
-    return MaskedLMComposerModel(module, tokenizer, exporter=hf_exporter(module.config))
+    return MaskedLMComposerModel(module, tokenizer, exporter=hf_exporter(module.config),
+                                 pretrained_source=pretrained_model_name)
 
 
 @classifiers.register("flexbert", config_class=FlexBertConfig)

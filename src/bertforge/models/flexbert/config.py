@@ -68,6 +68,11 @@ class FlexBertConfig:
     """Scale output projections' init std by 1/sqrt(2 * num_hidden_layers)."""
     unpad: bool = True
     """Remove padding after the embeddings so it never enters the layers."""
+    activation_checkpointing: bool = False
+    """Training: recompute each block's activations during the backward pass instead of keeping them
+    (less memory for about one more forward's compute); same gradients."""
+    activation_checkpointing_every: int = 1
+    """With ``activation_checkpointing``: checkpoint block i when i % n == 0 (1: every block)."""
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads:
@@ -81,6 +86,8 @@ class FlexBertConfig:
             raise ConfigError("local_attention_window", f"{self.local_attention_window} must be >= 2 or null")
         if self.global_attention_every_n_layers < 1:
             raise ConfigError("global_attention_every_n_layers", "must be >= 1")
+        if self.activation_checkpointing_every < 1:
+            raise ConfigError("activation_checkpointing_every", f"{self.activation_checkpointing_every} must be >= 1")
         if not self.unpad and self.attention_backend == "flash_attn":
             raise ConfigError("attention_backend", "flash_attn works on unpadded tokens; set unpad: true")
         if self.attention_backend == "flash_attn":
@@ -94,6 +101,11 @@ class FlexBertConfig:
         for key in ("embedding_dropout", "attention_dropout", "mlp_dropout", "hidden_dropout"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ConfigError(key, f"{getattr(self, key)} must be in [0, 1)")
+
+    @property
+    def checkpoint_every(self) -> int | None:
+        """Checkpoint every n-th block in training (None: activation checkpointing is off)."""
+        return self.activation_checkpointing_every if self.activation_checkpointing else None
 
     @property
     def head_dim(self) -> int:

@@ -9,8 +9,9 @@ from torch import nn
 
 from bertforge.models.common.layers import PredictionTransform, norm
 from bertforge.models.common.mlm import MLMOutput, sparse_mlm
+from bertforge.models.common.nsp import first_token_rows
 from bertforge.models.flexbert.config import FlexBertConfig
-from bertforge.models.flexbert.layers import Block, Embeddings, SeqLayout
+from bertforge.models.flexbert.layers import Block, Embeddings, SeqLayout, run_blocks
 from bertforge.ops.attention import AttentionBackend
 from bertforge.ops.padding import Unpadded, pad, positions_in_sequence, unpad, unpad_info
 
@@ -44,8 +45,7 @@ class FlexBertModel(nn.Module):
             types = token_type_ids.flatten() if token_type_ids is not None else None
         layout = SeqLayout(info.cu_seqlens, info.max_seqlen, positions, real, {})
         x = self.embeddings(rows, row_positions, types)
-        for layer in self.layers:
-            x = layer(x, layout)
+        x = run_blocks(self.layers, x, layout, checkpoint_every=self.config.checkpoint_every)
         return self.final_norm(x), info
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -57,7 +57,10 @@ class FlexBertModel(nn.Module):
 
 
 class FlexBertForMaskedLM(nn.Module):
-    """Encoder + prediction transform + decoder; with labels, only masked tokens reach the head."""
+    """Encoder + prediction transform + decoder; with labels, only masked tokens reach the head.
+
+    The output also carries each row's first-token hidden state (``cls_hidden``) for a sentence-pair head.
+    """
 
     def __init__(self, cfg: FlexBertConfig):
         super().__init__()
@@ -74,13 +77,13 @@ class FlexBertForMaskedLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None) -> MLMOutput:
         hidden, info = self.model.forward_tokens(input_ids, attention_mask, token_type_ids)
+        cls_hidden = hidden[first_token_rows(info, self.config.unpad)]  # (B, H), for a sentence-pair head
         if labels is None:
             logits = self.decoder(self.head(hidden))
-            if self.config.unpad:
-                return MLMOutput(pad(logits, info), None, None)
-            return MLMOutput(logits.view(info.batch, info.seqlen, -1), None, None)
+            logits = pad(logits, info) if self.config.unpad else logits.view(info.batch, info.seqlen, -1)
+            return MLMOutput(logits, None, None, cls_hidden=cls_hidden)
         flat_labels = unpad(labels, info) if self.config.unpad else labels.flatten()
-        return sparse_mlm(hidden, flat_labels, self.head, self.decoder)
+        return sparse_mlm(hidden, flat_labels, self.head, self.decoder)._replace(cls_hidden=cls_hidden)
 
 
 def init_weights(module: nn.Module, cfg: FlexBertConfig) -> None:

@@ -76,12 +76,18 @@ class M2BertConfig:
     mlm_targets: Literal["positive", "not_ignored"] = "positive"
     """Tokens the MLM head and loss see: ``positive``, labels > 0 (the original: a label of 0 is never a
     target); ``not_ignored``, every label except -100."""
-    # initialisation
+    # initialisation and execution
     init_std: float = 0.02
+    activation_checkpointing: bool = False
+    """Training: recompute each block's activations during the backward pass instead of keeping them
+    (less memory for about one more forward's compute); same gradients."""
+    activation_checkpointing_every: int = 1
+    """With ``activation_checkpointing``: checkpoint block i when i % n == 0 (1: every block)."""
 
     def __post_init__(self) -> None:
         positive = ("hidden_size", "num_hidden_layers", "intermediate_size", "max_position_embeddings",
-                    "filter_order", "short_conv_kernel", "mlp_blocks", "pad_vocab_to_multiple_of")
+                    "filter_order", "short_conv_kernel", "mlp_blocks", "pad_vocab_to_multiple_of",
+                    "activation_checkpointing_every")
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(key, f"{getattr(self, key)} must be >= 1")
@@ -112,3 +118,8 @@ class M2BertConfig:
                 raise ConfigError(key, f"{value} must be >= 0")
         if self.fftconv_backend not in BACKENDS:
             raise ConfigError("fftconv_backend", f"{self.fftconv_backend!r}; choose one of {', '.join(BACKENDS)}")
+
+    @property
+    def checkpoint_every(self) -> int | None:
+        """Checkpoint every n-th block in training (None: activation checkpointing is off)."""
+        return self.activation_checkpointing_every if self.activation_checkpointing else None

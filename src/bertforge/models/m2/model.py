@@ -8,6 +8,8 @@ from torch import nn
 from bertforge.data.mlm import IGNORE_INDEX
 from bertforge.models.common.layers import PredictionTransform
 from bertforge.models.common.mlm import MLMOutput, sparse_mlm
+from bertforge.models.common.nsp import first_token_rows
+from bertforge.models.flexbert.layers import run_blocks  # shared with FlexBERT
 from bertforge.models.m2.config import M2BertConfig
 from bertforge.models.m2.layers import Block, Embeddings, document_layout
 from bertforge.ops.padding import Unpadded, pad, positions_in_sequence, unpad, unpad_info
@@ -38,9 +40,7 @@ class M2BertModel(nn.Module):
         types = unpad(token_type_ids, info) if token_type_ids is not None else None
         x = self.embeddings(unpad(input_ids, info), positions_in_sequence(info.cu_seqlens, total), types)  # (T, H)
         keep = pad(x.new_ones(total, 1), docs).transpose(1, 2)  # (docs, 1, L): 1 at real tokens
-        for layer in self.layers:
-            x = layer(x, docs, keep)
-        return x, info
+        return run_blocks(self.layers, x, docs, keep, checkpoint_every=self.config.checkpoint_every), info
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -52,7 +52,7 @@ class M2BertForMaskedLM(nn.Module):
     """Encoder + BERT prediction transform + tied decoder; with labels, only the targets reach the head.
 
     Targets are the tokens with a label > 0 (``mlm_targets: positive``, as the original) or every label
-    but -100 (``not_ignored``).
+    but -100 (``not_ignored``). The output also carries each row's first-token hidden state (``cls_hidden``).
     """
 
     def __init__(self, cfg: M2BertConfig):
@@ -68,12 +68,13 @@ class M2BertForMaskedLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None) -> MLMOutput:
         hidden, info = self.model.forward_tokens(input_ids, attention_mask, token_type_ids)
+        cls_hidden = hidden[first_token_rows(info, unpadded=True)]  # (B, H), for a sentence-pair head
         if labels is None:
-            return MLMOutput(pad(self.decoder(self.head(hidden)), info), None, None)
+            return MLMOutput(pad(self.decoder(self.head(hidden)), info), None, None, cls_hidden=cls_hidden)
         flat_labels = unpad(labels, info)  # (T,)
         if self.config.mlm_targets == "positive":
             flat_labels = flat_labels.masked_fill(flat_labels <= 0, IGNORE_INDEX)
-        return sparse_mlm(hidden, flat_labels, self.head, self.decoder)
+        return sparse_mlm(hidden, flat_labels, self.head, self.decoder)._replace(cls_hidden=cls_hidden)
 
 
 def init_weights(module: nn.Module, cfg: M2BertConfig) -> None:
