@@ -11,6 +11,7 @@ import torch
 
 from bertforge.generation import SamplerConfig, TextGenerator, end_token_ids, load_masked_lm
 from bertforge.generation import chat as chat_mod
+from tests.conftest import REPO
 from tests.generation.conftest import save_tiny
 
 # the conversation format of dllm's BERT chat models, written out here
@@ -83,3 +84,15 @@ def test_chat_ends_at_pad_and_cuts_the_closing_tag(dllm_dir, monkeypatch):
     assert gen.tokenizer.pad_token_id in session.end_ids
     monkeypatch.setattr(TextGenerator, "decode", lambda self, out: ["Blue.\n[/Answer]\n"])
     assert session.reply("Name a colour.") == "Blue."
+
+
+def test_shipped_bert_chat_template_renders_the_dllm_format(dllm_dir):
+    """yamls/generative/templates/bert-chat.jinja (for the ModernBERT-large SFT recipe) renders conversations
+    exactly as the dllm format above, through transformers' own template engine."""
+    tok = TextGenerator.from_pretrained(str(dllm_dir)).tokenizer
+    shipped = (REPO / "yamls" / "generative" / "templates" / "bert-chat.jinja").read_text()
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": " Hi "},
+            {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Colour?"}]
+    for prompt in (True, False):
+        assert (tok.apply_chat_template(chat, chat_template=shipped, tokenize=False, add_generation_prompt=prompt)
+                == tok.apply_chat_template(chat, chat_template=TEMPLATE, tokenize=False, add_generation_prompt=prompt))

@@ -1,9 +1,10 @@
-"""Small building blocks shared by every family: norms, activations, the MLM prediction head."""
+"""Small building blocks shared by every family: norms, activations, the MLM prediction head, the block loop."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 class QuickGELU(nn.Module):
@@ -46,3 +47,19 @@ class PredictionTransform(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (N, H) -> (N, H)
         return self.norm(self.act(self.dense(hidden)))
+
+
+def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, *args, checkpoint_every: int | None = None) -> torch.Tensor:
+    """``x`` through each block in turn (``block(x, *args)``), with activation checkpointing when asked.
+
+    Training with grad enabled and ``checkpoint_every`` set, block i (i % checkpoint_every == 0) keeps only its
+    inputs and recomputes its activations in the backward pass (non-reentrant checkpoint, which replays the
+    RNG state so dropout masks match); in eval or under no_grad every block runs plainly.
+    """
+    recompute = checkpoint_every is not None and torch.is_grad_enabled()
+    for i, block in enumerate(blocks):
+        if recompute and block.training and i % checkpoint_every == 0:
+            x = checkpoint(block, x, *args, use_reentrant=False)
+        else:
+            x = block(x, *args)
+    return x

@@ -6,7 +6,6 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from bertforge.models.common.layers import activation, norm
 from bertforge.models.flexbert.config import FlexBertConfig
@@ -29,22 +28,6 @@ class SeqLayout(NamedTuple):
     positions: torch.Tensor
     real: torch.Tensor | None
     rope: dict
-
-
-def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, *args, checkpoint_every: int | None = None) -> torch.Tensor:
-    """``x`` through each block in turn (``block(x, *args)``), with activation checkpointing when asked.
-
-    Training with grad enabled and ``checkpoint_every`` set, block i (i % checkpoint_every == 0) keeps only its
-    inputs and recomputes its activations in the backward pass (non-reentrant checkpoint, which replays the
-    RNG state so dropout masks match); in eval or under no_grad every block runs plainly.
-    """
-    recompute = checkpoint_every is not None and torch.is_grad_enabled()
-    for i, block in enumerate(blocks):
-        if recompute and block.training and i % checkpoint_every == 0:
-            x = checkpoint(block, x, *args, use_reentrant=False)
-        else:
-            x = block(x, *args)
-    return x
 
 
 def _norm(cfg: FlexBertConfig) -> nn.Module:

@@ -7,11 +7,11 @@ import math
 import torch
 from torch import nn
 
-from bertforge.models.common.layers import PredictionTransform, norm
+from bertforge.models.common.layers import PredictionTransform, norm, run_blocks
 from bertforge.models.common.mlm import MLMOutput, sparse_mlm
 from bertforge.models.common.nsp import first_token_rows
 from bertforge.models.flexbert.config import FlexBertConfig
-from bertforge.models.flexbert.layers import Block, Embeddings, SeqLayout, run_blocks
+from bertforge.models.flexbert.layers import Block, Embeddings, SeqLayout
 from bertforge.ops.attention import AttentionBackend
 from bertforge.ops.padding import Unpadded, pad, positions_in_sequence, unpad, unpad_info
 

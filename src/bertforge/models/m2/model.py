@@ -6,10 +6,9 @@ import torch
 from torch import nn
 
 from bertforge.data.mlm import IGNORE_INDEX
-from bertforge.models.common.layers import PredictionTransform
+from bertforge.models.common.layers import PredictionTransform, run_blocks
 from bertforge.models.common.mlm import MLMOutput, sparse_mlm
 from bertforge.models.common.nsp import first_token_rows
-from bertforge.models.flexbert.layers import run_blocks  # shared with FlexBERT
 from bertforge.models.m2.config import M2BertConfig
 from bertforge.models.m2.layers import Block, Embeddings, document_layout
 from bertforge.ops.padding import Unpadded, pad, positions_in_sequence, unpad, unpad_info
