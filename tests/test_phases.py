@@ -207,27 +207,34 @@ def ckpt_lr(run_dir: Path, phase: str) -> float:
     return groups[0]["lr"]
 
 
+def _launch_and_kill_at(args: list[str], checkpoint: Path) -> None:
+    """Start the run and SIGKILL it as soon as ``checkpoint`` (a ``latest`` link, moved once complete) exists."""
+    proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), *args], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("kill_in", ["short", "long"])
-def test_sigkill_in_either_phase_then_rerun_matches_uninterrupted(straight_run, sample_mds, tmp_path, kill_in):
+def test_sigkill_in_each_phase_then_rerun_matches_uninterrupted(straight_run, sample_mds, tmp_path):
+    """Killed in the first phase, restarted with the same command, killed again in the second phase, restarted:
+    each restart resumes in the phase it was in, and the final weights equal the uninterrupted run's."""
     yaml, straight, _ = straight_run
     killed = tmp_path / "killed"
     args = [str(yaml), *tiny_overrides(sample_mds, killed, **dict(E2E, log_to_console=False)),
             f"tokenizer.name={straight / 'tokenizer'}"]
-    proc = subprocess.Popen([sys.executable, str(REPO / "main.py"), *args], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    target = killed / "checkpoints" / kill_in / "latest-rank0.pt"  # moved only once a checkpoint is complete
-    deadline = time.time() + 240
-    while not target.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
-    assert not (killed / "checkpoints" / kill_in / "phase_done.json").exists()
+    _launch_and_kill_at(args, killed / "checkpoints" / "short" / "latest-rank0.pt")
+    assert not (killed / "checkpoints" / "short" / "phase_done.json").exists()
+    _launch_and_kill_at(args, killed / "checkpoints" / "long" / "latest-rank0.pt")
+    assert (killed / "checkpoints" / "short" / "phase_done.json").exists()
+    assert not (killed / "checkpoints" / "long" / "phase_done.json").exists()
 
     result = run_main(args)
     assert result.returncode == 0, result.stderr[-3000:]
-    if kill_in == "long":
-        assert "phase 1/2 'short' finished in an earlier launch; skipped" in result.stderr
+    assert "phase 1/2 'short' finished in an earlier launch; skipped" in result.stderr
     want, want_batch = _final(straight)
     got, got_batch = _final(killed)
     assert want_batch == got_batch == 20
