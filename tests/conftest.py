@@ -42,6 +42,16 @@ def clean_registries(monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def tiny_wordpiece(tmp_path_factory):
+    """A WordPiece tokenizer (BertTokenizerFast) of 5 special tokens ([PAD] [UNK] [CLS] [SEP] [MASK]) and 40 words."""
+    from transformers import BertTokenizerFast
+
+    vocab = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(40)]) + "\n")
+    return BertTokenizerFast(vocab_file=str(vocab))
+
+
+@pytest.fixture(scope="session")
 def sample_mds(tmp_path_factory) -> Path:
     """train (1200 docs) and val (120 docs) MDS splits of tiny-shakespeare."""
     docs = shakespeare_docs()

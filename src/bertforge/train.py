@@ -142,12 +142,18 @@ def _data_spec(loader) -> DataSpec:
                     get_num_samples_in_batch=documents_in_batch)
 
 
-def build_model(cfg: TrainConfig, tokenizer):
-    """The registry model, its size printed once; packing is refused for models that cannot unpad."""
+def training_objective(cfg: TrainConfig, tokenizer) -> str:
+    """What the train collator asks the model to score (``mlm``, ``mdlm``, ``nsp``...)."""
+    return getattr(build_collator(cfg.train_loader, tokenizer, True, "train_loader"), "objective", "mlm")
+
+
+def build_model(cfg: TrainConfig, tokenizer, objective: str | None = None):
+    """The registry model set up for ``objective`` (default: the train collator's), its size printed once;
+    packing is refused for models that cannot unpad."""
     model = registry.models.build(cfg.model, "model", tokenizer, transform=lambda kw: expand_paths(kw, cfg))
     if dist.get_global_rank() == 0:
         log.info("model '%s': %s", cfg.model["name"], describe_parameters(model))
-    objective = getattr(build_collator(cfg.train_loader, tokenizer, True, "train_loader"), "objective", "mlm")
+    objective = objective or training_objective(cfg, tokenizer)
     if hasattr(model, "set_objective"):  # e.g. mdlm: the eval ELBO metric (Composer reads metrics once, at init)
         model.set_objective(objective)
     loaders = (("train_loader", cfg.train_loader), ("eval_loader", cfg.eval_loader))
@@ -163,9 +169,12 @@ def build_model(cfg: TrainConfig, tokenizer):
     return model
 
 
-def build_dataloaders(cfg: TrainConfig, tokenizer, device_batch: int) -> tuple[DataSpec, list[Evaluator]]:
-    """The training DataSpec and the eval Evaluator (if an eval_loader is configured)."""
-    train_loader = build_text_dataloader(cfg.train_loader, tokenizer, cfg.max_seq_len, device_batch, cfg.seed, True)
+def build_dataloaders(cfg: TrainConfig, tokenizer, device_batch: int,
+                      train_collate=None) -> tuple[DataSpec, list[Evaluator]]:
+    """The training DataSpec (batched by ``train_collate`` when given) and the eval Evaluator (if an eval_loader is
+    configured)."""
+    train_loader = build_text_dataloader(cfg.train_loader, tokenizer, cfg.max_seq_len, device_batch, cfg.seed, True,
+                                         train_collate)
     evaluators = []
     if cfg.eval_loader is not None:
         eval_loader = build_text_dataloader(
@@ -211,9 +220,10 @@ def build_trainer(cfg: TrainConfig, phase: Phase | None = None, tokenizer=None) 
     validate(cfg)
     reproducibility.seed_all(cfg.seed)
     tokenizer = tokenizer if tokenizer is not None else build_tokenizer(cfg)
-    model = build_model(cfg, tokenizer)
+    train_collate = build_collator(cfg.train_loader, tokenizer, True, "train_loader")
+    model = build_model(cfg, tokenizer, getattr(train_collate, "objective", "mlm"))
     device_batch = cfg.global_train_batch_size // dist.get_world_size()
-    train_spec, evaluators = build_dataloaders(cfg, tokenizer, device_batch)
+    train_spec, evaluators = build_dataloaders(cfg, tokenizer, device_batch, train_collate)
     expand = lambda kwargs: expand_paths(kwargs, cfg)  # noqa: E731
     callbacks = [registry.callbacks.build(s, f"callbacks[{i}]", transform=expand) for i, s in enumerate(cfg.callbacks)]
     loggers = [registry.loggers.build(s, f"loggers[{i}]", transform=expand) for i, s in enumerate(cfg.loggers)]

@@ -14,15 +14,11 @@ from bertforge.data.text import build_collator
 from bertforge.errors import ConfigError
 from tests.conftest import QUICKSTART_YAML
 
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory) -> BertTokenizerFast:
-    """A WordPiece tokenizer of 5 special tokens and 40 words."""
-    vocab = tmp_path_factory.mktemp("vocab") / "vocab.txt"
-    vocab.write_text("\n".join(SPECIALS + [f"w{i}" for i in range(40)]) + "\n")
-    return BertTokenizerFast(vocab_file=str(vocab))
+def tokenizer(tiny_wordpiece) -> BertTokenizerFast:
+    """The shared tiny WordPiece tokenizer (tests/conftest.py)."""
+    return tiny_wordpiece
 
 
 def test_collator_names():

@@ -12,15 +12,11 @@ from bertforge.data.mlm import IGNORE_INDEX
 from bertforge.models.metrics import MDLMNegativeELBO
 from tests.models.tiny_blocks import FAMILIES, TINY
 
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory) -> BertTokenizerFast:
-    """A WordPiece tokenizer of 5 special tokens and 40 words."""
-    vocab = tmp_path_factory.mktemp("vocab") / "vocab.txt"
-    vocab.write_text("\n".join(SPECIALS + [f"w{i}" for i in range(40)]) + "\n")
-    return BertTokenizerFast(vocab_file=str(vocab))
+def tokenizer(tiny_wordpiece) -> BertTokenizerFast:
+    """The shared tiny WordPiece tokenizer (tests/conftest.py)."""
+    return tiny_wordpiece
 
 
 def _model(family: str, tokenizer):

@@ -73,14 +73,16 @@ def build_text_dataset(ds, tokenizer, max_seq_len: int, batch_size: int, seed: i
     return dataset
 
 
-def build_text_dataloader(loader_cfg, tokenizer, max_seq_len: int, batch_size: int, seed: int, train: bool):
-    """A torch DataLoader over a :class:`StreamingTextDataset`, batched by the loader's ``collator`` block.
+def build_text_dataloader(loader_cfg, tokenizer, max_seq_len: int, batch_size: int, seed: int, train: bool,
+                          collate: Collator | None = None):
+    """A torch DataLoader over a :class:`StreamingTextDataset`, batched by the loader's ``collator`` block
+    (``collate``: that collator when the caller built it already).
 
     With ``loader_cfg.packing`` every batch holds exactly ``batch_size`` rows of ``max_seq_len`` token
     slots filled with whole documents (:class:`~bertforge.data.packing.TokenBudgetBatches`).
     """
     key = "train_loader" if train else "eval_loader"
-    collate = build_collator(loader_cfg, tokenizer, train, key)
+    collate = collate if collate is not None else build_collator(loader_cfg, tokenizer, train, key)
     dataset = build_text_dataset(loader_cfg.dataset, tokenizer, max_seq_len, batch_size, seed, f"{key}.dataset")
     drop_last = loader_cfg.drop_last if train else False
     extra = {}

@@ -34,6 +34,16 @@ def pair_head(objective: str, current: NSPHead | None, module: torch.nn.Module,
     return head.to(next(module.parameters()).device)
 
 
+def apply_objective(model: torch.nn.Module, objective: str, eval_attr: str = "eval_metrics") -> None:
+    """Give ``model`` fresh metrics for ``objective`` (:func:`~bertforge.models.metrics.lm_metrics`) and, for
+    ``'nsp'``/``'sop'``, the pair head (dropped for other objectives); call before the Trainer builds the optimizer.
+    ``eval_attr``: where the wrapper keeps its eval metrics (Composer's HuggingFaceModel reads ``val_metrics``)."""
+    model.train_metrics = {type(m).__name__: m for m in lm_metrics(objective, train=True)}
+    setattr(model, eval_attr, {type(m).__name__: m for m in lm_metrics(objective)})
+    model.objective = objective
+    model.nsp_head = pair_head(objective, model.nsp_head, model.model, model.pretrained_source)
+
+
 def with_pair_loss(mlm_loss: torch.Tensor, nsp_logits: torch.Tensor | None, batch: dict,
                    objective: str) -> torch.Tensor:
     """``mlm_loss`` plus, for a model with a pair head, the pair cross-entropy (mean over the batch's pairs)."""
@@ -64,12 +74,8 @@ class MaskedLMComposerModel(FlopsPerBatch, ComposerModel):
         self.set_objective("mlm")
 
     def set_objective(self, objective: str) -> None:
-        """Fresh metrics for ``objective`` (:func:`~bertforge.models.metrics.lm_metrics`) and, for ``'nsp'``/``'sop'``,
-        the pair head (dropped for other objectives); call before the Trainer builds the optimizer."""
-        self.train_metrics = {type(m).__name__: m for m in lm_metrics(objective, train=True)}
-        self.eval_metrics = {type(m).__name__: m for m in lm_metrics(objective)}
-        self.objective = objective
-        self.nsp_head = pair_head(objective, self.nsp_head, self.model, self.pretrained_source)
+        """Metrics and pair head for ``objective`` (:func:`apply_objective`)."""
+        apply_objective(self, objective)
 
     def forward(self, batch: dict) -> Any:
         out = self.model(batch["input_ids"], batch["attention_mask"], labels=batch.get("labels"),

@@ -15,11 +15,11 @@ from bertforge.errors import ConfigError, UserError, did_you_mean
 from bertforge.models.common.mlm import is_mdlm_batch, masked_token_loss, mdlm_loss, mdlm_loss_terms
 from bertforge.models.common.nsp import first_token, pair_labels
 from bertforge.models.common.vocab import check_vocab, padded_vocab_size
-from bertforge.models.composer import pair_head, with_pair_loss
+from bertforge.models.composer import apply_objective, with_pair_loss
 from bertforge.models.convert.bert import nsp_export_refusal, to_bert_pretraining
 from bertforge.models.export import save_hf_folder
 from bertforge.models.flops import FlopsPerBatch
-from bertforge.models.metrics import MDLMNegativeELBO, NSPAccuracy, lm_metrics, mlm_metrics
+from bertforge.models.metrics import MDLMNegativeELBO, NSPAccuracy, mlm_metrics
 from bertforge.registry import models
 
 KEY = "model"
@@ -49,12 +49,8 @@ class HFMaskedLM(FlopsPerBatch, HuggingFaceModel):
         self.objective = "mlm"
 
     def set_objective(self, objective: str) -> None:
-        """Fresh metrics for ``objective`` (:func:`~bertforge.models.metrics.lm_metrics`) and, for ``'nsp'``/``'sop'``,
-        the pair head (dropped for other objectives); call before the Trainer builds the optimizer."""
-        self.train_metrics = {type(m).__name__: m for m in lm_metrics(objective, train=True)}
-        self.val_metrics = {type(m).__name__: m for m in lm_metrics(objective)}
-        self.objective = objective
-        self.nsp_head = pair_head(objective, self.nsp_head, self.model, self.pretrained_source)
+        """Metrics and pair head for ``objective`` (:func:`~bertforge.models.composer.apply_objective`)."""
+        apply_objective(self, objective, eval_attr="val_metrics")
 
     def forward(self, batch):
         if is_mdlm_batch(batch):  # the transformers model would compute an unweighted loss over the labels
