@@ -65,7 +65,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
 test: lint cuda-toolchain
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=30
 
 # The inner loop: lint + every test but the slow multi-process / multi-minute ones.
 test-fast: lint

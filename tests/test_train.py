@@ -137,3 +137,14 @@ def test_incomplete_checkpoint_is_moved_aside(tmp_path):
     assert (tmp_path / "ep0-ba20-rank0.pt").exists() and (tmp_path / "ep0-ba10-rank0.pt").exists()
     os.remove(tmp_path / "latest-rank0.pt")
     assert len(discard_incomplete_checkpoints(str(tmp_path))) == 2  # no latest: nothing is complete
+
+
+def test_incomplete_sharded_checkpoint_folder_is_moved_aside(tmp_path):
+    from bertforge.checkpoints import discard_incomplete_checkpoints
+
+    for name in ("ep0-ba4", "ep0-ba6"):  # FSDP sharded checkpoints: one folder of per-rank shards each
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__0_0.distcp").write_bytes(b"x")
+    os.symlink("ep0-ba4", tmp_path / "latest-rank0.pt")  # killed while ep0-ba6 was being written
+    assert discard_incomplete_checkpoints(str(tmp_path)) == [str(tmp_path / "ep0-ba6")]
+    assert (tmp_path / "ep0-ba6.incomplete" / "__0_0.distcp").exists() and (tmp_path / "ep0-ba4").is_dir()

@@ -27,15 +27,17 @@ from composer.utils import dist
 from bertforge.errors import UserError
 
 CHECKPOINT_NAME = re.compile(r"^ep(\d+)-ba(\d+)-rank(\d+)\.pt$")
+SHARDED_NAME = re.compile(r"^ep(\d+)-ba(\d+)$")  # a sharded checkpoint's folder; rank 0's latest points to it
 
 
 def _batch_of(name: str) -> int | None:
-    match = CHECKPOINT_NAME.match(name)
+    match = CHECKPOINT_NAME.match(name) or SHARDED_NAME.match(name)
     return int(match.group(2)) if match else None
 
 
 def discard_incomplete_checkpoints(folder: str) -> list[str]:
-    """Rename checkpoints newer than their rank's ``latest`` symlink to ``*.incomplete``; return them."""
+    """Rename checkpoints (files, or sharded checkpoints' folders) newer than their rank's ``latest`` symlink to
+    ``*.incomplete``; return them."""
     if not os.path.isdir(folder):
         return []
     moved = []
@@ -44,7 +46,8 @@ def discard_incomplete_checkpoints(folder: str) -> list[str]:
         batch = _batch_of(name)
         if batch is None:
             continue
-        rank = CHECKPOINT_NAME.match(name).group(3)
+        whole = CHECKPOINT_NAME.match(name)
+        rank = whole.group(3) if whole else "0"
         latest = os.path.join(folder, f"latest-rank{rank}.pt")
         target = os.readlink(latest) if os.path.islink(latest) else None
         latest_batch = _batch_of(os.path.basename(target)) if target else None
