@@ -146,12 +146,16 @@ def test_fsdp_trains_resumes_sharded_and_exports_whole(sample_mds, tmp_path, fsd
     assert sorted(p.name for p in (ckpt / "ep0-ba4").iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
     stamp = (ckpt / "ep0-ba4" / "__0_0.distcp").stat().st_mtime_ns
 
-    _launch([*args, "max_duration=6ba"], fsdp_version, log)  # autoresume from the sharded ep0-ba4
+    # autoresume from the sharded ep0-ba4; hf_export gathers the shards at the end
+    _launch([*args, "max_duration=6ba", "callbacks=[{name: hf_export}]"], fsdp_version, log)
     assert (ckpt / "ep0-ba4" / "__0_0.distcp").stat().st_mtime_ns == stamp, "the rerun started over"
     whole = load_whole(str(ckpt / "ep0-ba6"))["state"]
     assert whole["timestamp"]["Timestamp"]["batch"] == 6 and whole["timestamp"]["Timestamp"]["sample"] == 96
 
-    hf = AutoModelForMaskedLM.from_pretrained(export_checkpoint(str(run_dir))).eval()
+    hf = AutoModelForMaskedLM.from_pretrained(export_checkpoint(str(run_dir), out=str(tmp_path / "hf"))).eval()
+    gathered = AutoModelForMaskedLM.from_pretrained(run_dir / "hf").eval()  # written by the callback
+    for name, tensor in hf.state_dict().items():
+        torch.testing.assert_close(gathered.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
     tokenizer = AutoTokenizer.from_pretrained(run_dir / "hf")
     ours = build_model(load_config(run_dir / "config.yaml"), tokenizer)
     ours.load_state_dict(whole["model"])  # strict: every weight of both ranks' shards is in the whole state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import importlib.util
 import logging
@@ -20,6 +21,7 @@ from composer.utils import dist, reproducibility
 from omegaconf import OmegaConf
 
 from bertforge import registry
+from bertforge.callbacks.builtin import HuggingFaceExport
 from bertforge.callbacks.resume_rng import ResumeRNG
 from bertforge.callbacks.schedule_alignment import ScheduleAlignment
 from bertforge.checkpoints import discard_incomplete_checkpoints, resolve_resume
@@ -79,11 +81,7 @@ def validate(cfg: TrainConfig) -> None:
             "global_train_batch_size", f"{cfg.global_train_batch_size} is not divisible by the {world} processes"
         )
     on_gpu = device_name(cfg.device) == "gpu"
-    fsdp = parallelism_config(cfg.parallelism, world, on_gpu, cfg.device_train_microbatch_size)
-    exports = [i for i, spec in enumerate(cfg.callbacks) if spec.get("name") == "hf_export"]
-    if fsdp and exports:
-        raise ConfigError(f"callbacks[{exports[0]}]", "hf_export cannot gather FSDP-sharded weights at the end of "
-                          "training; remove it and run `python scripts/export_hf.py <run_dir>` after the run")
+    parallelism_config(cfg.parallelism, world, on_gpu, cfg.device_train_microbatch_size)  # checks the block
     loaders = [("train_loader", cfg.train_loader)] + ([("eval_loader", cfg.eval_loader)] if cfg.eval_loader else [])
     for name, loader in loaders:
         registry.collators.validate(loader.collator, f"{name}.collator")
@@ -246,6 +244,9 @@ def build_trainer(cfg: TrainConfig, phase: Phase | None = None, tokenizer=None) 
     parallelism = parallelism_config(cfg.parallelism, dist.get_world_size(), isinstance(device, DeviceGPU), micro)
     if parallelism:
         mark_fsdp_units(model)
+        for callback in callbacks:  # hf_export gathers the shards into an unsharded copy of the model
+            if isinstance(callback, HuggingFaceExport):
+                callback.rebuild = functools.partial(build_model, cfg, tokenizer, model.objective)
     return Trainer(
         model=model, train_dataloader=train_spec, eval_dataloader=evaluators or None,
         eval_interval=cfg.eval_interval, eval_subset_num_batches=cfg.eval_subset_num_batches,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
+import torch
 from composer.callbacks import LRMonitor, MemoryMonitor, OptimizerMonitor, RuntimeEstimator, SpeedMonitor
 from composer.core import Callback, State
 from composer.loggers import Logger
@@ -60,16 +62,28 @@ def build_real_token_fraction() -> Callback:
 
 
 class HuggingFaceExport(Callback):
-    """At the end of training, rank 0 writes the model as a transformers folder (config, weights, tokenizer)."""
+    """At the end of training, rank 0 writes the model as a transformers folder (config, weights, tokenizer).
+
+    A sharded (FSDP) model is gathered first: every rank takes part in collecting the whole state dict on rank 0's
+    CPU, which loads it into a fresh unsharded copy from ``rebuild`` (set by the trainer builder) and exports that.
+    """
 
     def __init__(self, folder: str):
         self.folder = folder
+        self.rebuild: Callable[[], torch.nn.Module] | None = None
 
     def fit_end(self, state: State, logger: Logger) -> None:
-        folder = self.folder
+        model = state.model
+        if self.rebuild is not None:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            whole = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+            if dist.get_global_rank() == 0:
+                model = self.rebuild()
+                model.load_state_dict(whole)
         if dist.get_global_rank() == 0:
-            export_hf(state.model, folder)
-            log.info("Hugging Face model written to %s", folder)
+            export_hf(model.eval(), self.folder)
+            log.info("Hugging Face model written to %s", self.folder)
         dist.barrier()
 
 
