@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU check in one go, for a machine with an NVIDIA GPU and torch + nvcc installed (no other
 # package needed: the kernel tests import only torch and bertforge). JIT-builds the fused FFT-conv
-# kernel, runs the tests marked `gpu`, and takes the kernel-vs-torch.fft benchmark.
+# kernel, runs the tests marked `gpu`, and takes the kernel-vs-torch.fft benchmark and the fused Triton kernels'
+# benchmark (needs liger-kernel: `pip install -e .[gpu]`).
 #   bash scripts/gpu_checks.sh [output folder, default bench/gpu]
 set -o pipefail
 out=${1:-${OUT:-bench/gpu}}
@@ -22,3 +23,7 @@ print('fused fft_conv kernel:', how, f'({time.time() - start:.0f} s)')
 $py -m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors tests 2>&1 | tee "$out/gpu_tests.txt"
 $py benchmarks/fftconv_gpu.py --seq-lens 512,1024,2048,4096,8192 --batch 16 --channels 768 \
     --dtypes fp32,bf16 --out "$out" 2>&1 | tee "$out/fftconv_bench.txt"
+$py -c "from bertforge.kernels import fused_available; print('fused kernels:', *fused_available())" 2>&1 \
+    | tee "$out/fused_kernels.txt"
+$py benchmarks/kernels_gpu.py --tokens 16384 --batch 16 --seq-len 1024 --dtype bf16 --out "$out" 2>&1 \
+    | tee "$out/kernels_bench.txt"

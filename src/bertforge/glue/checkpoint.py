@@ -19,6 +19,16 @@ from bertforge.errors import UserError
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
+def run_checkpoint(path: str | None) -> str | None:
+    """A run folder (``config.yaml`` + ``checkpoints/latest-rank0.pt``) -> that checkpoint; None for anything else."""
+    if not path or not os.path.isdir(path) or not os.path.isfile(os.path.join(path, "config.yaml")):
+        return None
+    latest = os.path.join(path, "checkpoints", "latest-rank0.pt")
+    if not os.path.isfile(latest):
+        raise UserError(f"starting_checkpoint: run folder {path} has no checkpoints/latest-rank0.pt; name a checkpoint")
+    return latest
+
+
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """Weights of a Composer checkpoint (``state.model``), a finetuned-job file, or a Hugging Face folder."""
     if os.path.isdir(path):

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from bertforge import registry
 from bertforge.errors import UserError
+from bertforge.glue.checkpoint import run_checkpoint
 from bertforge.glue.config import GlueConfig, load_glue_config
 from bertforge.glue.finetune import Job, run_job
 from bertforge.glue.pool import RESULT_FILE, run_jobs
@@ -31,8 +32,10 @@ def _run_dir_of(checkpoint: str) -> str:
 
 
 def resolve(cfg: GlueConfig) -> GlueConfig:
-    """Fill ``model`` and ``tokenizer`` from the starting checkpoint when null; check paths and the model block."""
-    ckpt = cfg.starting_checkpoint
+    """Fill ``model`` and ``tokenizer`` from the starting checkpoint when null; check paths and the model block.
+
+    A run folder as ``starting_checkpoint`` stands for its ``checkpoints/latest-rank0.pt``."""
+    ckpt = run_checkpoint(cfg.starting_checkpoint) or cfg.starting_checkpoint
     if ckpt and not os.path.exists(ckpt):
         raise UserError(f"starting_checkpoint: {ckpt} not found; give a main.py .pt file or a Hugging Face folder")
     model, tokenizer, code_paths = cfg.model, cfg.tokenizer, list(cfg.code_paths)
@@ -59,7 +62,7 @@ def resolve(cfg: GlueConfig) -> GlueConfig:
             folder = os.path.join(cfg.data_dir, TASKS[task].folder)
             if not os.path.isdir(folder):
                 raise UserError(f"{folder}: task folder not found (data_dir holds the standard GLUE layout)")
-    return dataclasses.replace(cfg, model=model, tokenizer=tokenizer, code_paths=code_paths)
+    return dataclasses.replace(cfg, model=model, tokenizer=tokenizer, code_paths=code_paths, starting_checkpoint=ckpt)
 
 
 def _identity(path: str | None) -> str | None:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bertforge.data.mlm import IGNORE_INDEX
+from bertforge.kernels.ops import fused_token_cross_entropy
 
 
 class MLMOutput(NamedTuple):
@@ -29,11 +30,23 @@ class MLMOutput(NamedTuple):
     nsp_logits: torch.Tensor | None = None
 
 
-def sparse_mlm(hidden: torch.Tensor, flat_labels: torch.Tensor, head: nn.Module, decoder: nn.Module) -> MLMOutput:
-    """Run ``head`` and ``decoder`` on the rows of ``hidden`` ``(T, H)`` whose label is not ignored, with the loss."""
+def sparse_mlm(hidden: torch.Tensor, flat_labels: torch.Tensor, head: nn.Module, decoder: nn.Linear,
+               fused: bool = False) -> MLMOutput:
+    """Run ``head`` and ``decoder`` on the rows of ``hidden`` ``(T, H)`` whose label is not ignored, with the loss.
+
+    ``fused`` with grad enabled (training): the loss is liger's fused decoder + cross-entropy, which never holds the
+    ``(n_masked, V)`` logits with their gradient; the metrics still get logits for the masked rows, made without
+    autograd after the loss (one more decoder matmul, no graph kept). Evaluation (no grad) takes the plain path.
+    """
     selected = flat_labels != IGNORE_INDEX
-    logits = decoder(head(hidden[selected]))  # (n_masked, V)
     targets = flat_labels[selected]
+    if fused and torch.is_grad_enabled():
+        transformed = head(hidden[selected])  # (n_masked, H)
+        token_loss = fused_token_cross_entropy(transformed, decoder.weight, decoder.bias, targets)  # (n_masked,)
+        with torch.no_grad():
+            logits = decoder(transformed)  # for the metrics only
+        return MLMOutput(logits, targets, token_loss.mean(), token_loss)
+    logits = decoder(head(hidden[selected]))  # (n_masked, V)
     token_loss = F.cross_entropy(logits.float(), targets, reduction="none")  # (n_masked,)
     return MLMOutput(logits, targets, token_loss.mean(), token_loss)
 

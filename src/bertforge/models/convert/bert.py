@@ -109,6 +109,7 @@ EXPORT: dict[str, Rule] = {
     "attention_bias": _must(True, "BERT's attention has biases; set attention_bias: true"),
     "attention_dropout": To("attention_probs_dropout_prob"),
     "attention_backend": _EXECUTION,
+    "kernels": _EXECUTION,
     "unpad": _EXECUTION,
     "activation_checkpointing": _EXECUTION,
     "activation_checkpointing_every": _EXECUTION,

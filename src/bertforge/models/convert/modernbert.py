@@ -100,6 +100,7 @@ EXPORT: dict[str, Rule] = {
     "global_attention_every_n_layers": To(fn=lambda value, cfg: {
         "global_attn_every_n_layers": 1 if cfg.local_attention_window is None else value}),
     "attention_backend": Ignore("execution only: every backend computes the same attention"),
+    "kernels": Ignore("execution only: fused and torch kernels compute the same values"),
     "unpad": Ignore("execution only: padding never reaches the layers either way"),
     "activation_checkpointing": Ignore("training memory only: recomputed activations are the same values"),
     "activation_checkpointing_every": Ignore("training memory only: recomputed activations are the same values"),

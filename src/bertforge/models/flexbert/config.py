@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bertforge.errors import ConfigError
+from bertforge.kernels import resolve_kernels
 
 
 @dataclass
@@ -68,6 +69,10 @@ class FlexBertConfig:
     """Scale output projections' init std by 1/sqrt(2 * num_hidden_layers)."""
     unpad: bool = True
     """Remove padding after the embeddings so it never enters the layers."""
+    kernels: Literal["auto", "torch", "fused"] = "auto"
+    """RoPE, norms, GLU and the training MLM loss as fused Triton kernels (liger-kernel + ours) or plain torch ops;
+    ``auto``: fused where they can run (a CUDA device with liger-kernel installed), else torch. ``fused`` where they
+    cannot run is a config error. Same values either way (float32: within 1e-5)."""
     activation_checkpointing: bool = False
     """Training: recompute each block's activations during the backward pass instead of keeping them
     (less memory for about one more forward's compute); same gradients."""
@@ -98,6 +103,8 @@ class FlexBertConfig:
                 raise ConfigError("attention_backend", f"flash_attn needs flash-attn on a CUDA GPU ({missing}); "
                                   "install it with `pip install -e .[gpu]` on a CUDA machine, or use auto, sdpa or "
                                   "varlen")
+        if self.kernels == "fused":
+            resolve_kernels(self.kernels)  # refuses here, before any work, when they cannot run
         for key in ("embedding_dropout", "attention_dropout", "mlp_dropout", "hidden_dropout"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ConfigError(key, f"{getattr(self, key)} must be in [0, 1)")
@@ -106,6 +113,11 @@ class FlexBertConfig:
     def checkpoint_every(self) -> int | None:
         """Checkpoint every n-th block in training (None: activation checkpointing is off)."""
         return self.activation_checkpointing_every if self.activation_checkpointing else None
+
+    @property
+    def fused_kernels(self) -> bool:
+        """Whether this model runs the fused kernels (``kernels`` resolved on this machine)."""
+        return resolve_kernels(self.kernels) == "fused"
 
     @property
     def head_dim(self) -> int:

@@ -7,11 +7,12 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from bertforge.kernels.ops import fused_glu, fused_rotary_qk, torch_glu, torch_rotary_qk
 from bertforge.models.common.layers import activation, norm
 from bertforge.models.flexbert.config import FlexBertConfig
 from bertforge.ops.alibi import alibi_slopes
 from bertforge.ops.attention import AttentionBackend
-from bertforge.ops.rotary import Rotary, apply_rotary
+from bertforge.ops.rotary import Rotary
 
 
 class SeqLayout(NamedTuple):
@@ -60,10 +61,11 @@ class Embeddings(nn.Module):
 class Attention(nn.Module):
     """Fused-QKV multi-head attention on unpadded tokens; global or sliding-window, RoPE or ALiBi.
 
-    ``backend`` (shared by all layers of a model) resolves ``attention_backend`` once per device and dtype.
+    ``backend`` (shared by all layers of a model) resolves ``attention_backend`` once per device and dtype;
+    ``fused``: RoPE as a Triton kernel.
     """
 
-    def __init__(self, cfg: FlexBertConfig, layer: int, backend: AttentionBackend | None = None):
+    def __init__(self, cfg: FlexBertConfig, layer: int, backend: AttentionBackend | None = None, fused: bool = False):
         super().__init__()
         self.heads, self.head_dim = cfg.num_attention_heads, cfg.head_dim
         self.Wqkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size, bias=cfg.attention_bias)
@@ -77,6 +79,7 @@ class Attention(nn.Module):
         self.register_buffer("alibi_slopes", slopes, persistent=False)
         self.dropout = cfg.attention_dropout
         self.backend = backend if backend is not None else AttentionBackend(cfg.attention_backend)
+        self.rotary_qk = fused_rotary_qk if fused else torch_rotary_qk
 
     def forward(self, x: torch.Tensor, layout: SeqLayout) -> torch.Tensor:
         qkv = self.Wqkv(x).view(-1, 3, self.heads, self.head_dim)  # (T, 3, nh, hd)
@@ -87,7 +90,7 @@ class Attention(nn.Module):
             if self.rotary.theta not in layout.rope:  # one table per RoPE base, shared by all layers
                 layout.rope[self.rotary.theta] = self.rotary.cos_sin(layout.positions, qkv.dtype)
             cos, sin = layout.rope[self.rotary.theta]
-            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+            q, k = self.rotary_qk(q, k, cos, sin)
         out = self.backend(q, k, v, layout.cu_seqlens, layout.max_seqlen, window=self.window,
                            alibi_slopes=self.alibi_slopes, dropout_p=self.dropout if self.training else 0.0)
         if layout.real is not None:
@@ -96,9 +99,9 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    """Classic MLP (Wi -> act -> Wo) or gated GLU (Wi -> act(input) * gate -> Wo)."""
+    """Classic MLP (Wi -> act -> Wo) or gated GLU (Wi -> act(input) * gate -> Wo; ``fused``: one Triton kernel)."""
 
-    def __init__(self, cfg: FlexBertConfig):
+    def __init__(self, cfg: FlexBertConfig, fused: bool = False):
         super().__init__()
         self.glu = cfg.mlp_type == "glu"
         width = cfg.intermediate_size * (2 if self.glu else 1)
@@ -106,26 +109,26 @@ class MLP(nn.Module):
         self.act = activation(cfg.hidden_activation)
         self.drop = nn.Dropout(cfg.mlp_dropout)
         self.Wo = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
+        self.gate = fused_glu if fused else torch_glu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = self.Wi(x)
+        hidden = self.Wi(x)  # (T, I) or (T, 2I)
         if self.glu:
-            inp, gate = hidden.chunk(2, dim=-1)
-            return self.Wo(self.drop(self.act(inp) * gate))
+            return self.Wo(self.drop(self.gate(hidden, self.act)))
         return self.Wo(self.drop(self.act(hidden)))
 
 
 class Block(nn.Module):
     """Attention then MLP, each with a residual; norms before (pre-norm) or after (post-norm) the add."""
 
-    def __init__(self, cfg: FlexBertConfig, layer: int, backend: AttentionBackend | None = None):
+    def __init__(self, cfg: FlexBertConfig, layer: int, backend: AttentionBackend | None = None, fused: bool = False):
         super().__init__()
         self.postnorm = cfg.block_type == "postnorm"
         skip_first = not self.postnorm and layer == 0 and not cfg.first_layer_attn_norm
         self.attn_norm = nn.Identity() if skip_first else _norm(cfg)
-        self.attn = Attention(cfg, layer, backend)
+        self.attn = Attention(cfg, layer, backend, fused)
         self.mlp_norm = _norm(cfg)
-        self.mlp = MLP(cfg)
+        self.mlp = MLP(cfg, fused)
         self.drop = nn.Dropout(cfg.hidden_dropout)
 
     def forward(self, x: torch.Tensor, layout: SeqLayout) -> torch.Tensor:  # (T, H) -> (T, H)

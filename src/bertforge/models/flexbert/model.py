@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from bertforge.kernels.ops import use_fused_norms
 from bertforge.models.common.layers import PredictionTransform, norm, run_blocks
 from bertforge.models.common.mlm import MLMOutput, sparse_mlm
 from bertforge.models.common.nsp import first_token_rows
@@ -17,16 +18,22 @@ from bertforge.ops.padding import Unpadded, pad, positions_in_sequence, unpad, u
 
 
 class FlexBertModel(nn.Module):
-    """The encoder: ``forward(input_ids, attention_mask)`` -> hidden states ``(batch, seqlen, hidden)``."""
+    """The encoder: ``forward(input_ids, attention_mask)`` -> hidden states ``(batch, seqlen, hidden)``.
 
-    def __init__(self, cfg: FlexBertConfig):
+    ``fused`` (default: ``config.kernels`` resolved here) runs RoPE, the norms and the GLU as Triton kernels.
+    """
+
+    def __init__(self, cfg: FlexBertConfig, fused: bool | None = None):
         super().__init__()
         self.config = cfg
+        self.fused = cfg.fused_kernels if fused is None else fused
         self.embeddings = Embeddings(cfg)
         backend = AttentionBackend(cfg.attention_backend)  # one choice of backend for all layers
-        self.layers = nn.ModuleList(Block(cfg, i, backend) for i in range(cfg.num_hidden_layers))
+        self.layers = nn.ModuleList(Block(cfg, i, backend, self.fused) for i in range(cfg.num_hidden_layers))
         self.final_norm = norm(cfg.norm_type, cfg.hidden_size, cfg.norm_eps, cfg.norm_bias) if cfg.final_norm \
             else nn.Identity()
+        if self.fused:
+            use_fused_norms(self)
 
     def forward_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                        token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, Unpadded]:
@@ -59,17 +66,21 @@ class FlexBertModel(nn.Module):
 class FlexBertForMaskedLM(nn.Module):
     """Encoder + prediction transform + decoder; with labels, only masked tokens reach the head.
 
-    The output also carries each row's first-token hidden state (``cls_hidden``) for a sentence-pair head.
+    The output also carries each row's first-token hidden state (``cls_hidden``) for a sentence-pair head. With
+    fused kernels, the training loss is the fused decoder + cross-entropy (see ``sparse_mlm``).
     """
 
     def __init__(self, cfg: FlexBertConfig):
         super().__init__()
         self.config = cfg
         self.model = FlexBertModel(cfg)
+        self.fused = self.model.fused
         self.head = PredictionTransform(cfg.hidden_size, dense=cfg.head_dense, act=cfg.head_activation,
                                         use_norm=cfg.head_norm, norm_kind=cfg.norm_type, eps=cfg.norm_eps,
                                         norm_bias=cfg.norm_bias, dense_bias=cfg.head_bias)
         self.decoder = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=cfg.decoder_bias)
+        if self.fused:
+            use_fused_norms(self.head)
         init_weights(self, cfg)
         if cfg.tie_word_embeddings:
             self.decoder.weight = self.model.embeddings.tok_embeddings.weight
@@ -83,7 +94,8 @@ class FlexBertForMaskedLM(nn.Module):
             logits = pad(logits, info) if self.config.unpad else logits.view(info.batch, info.seqlen, -1)
             return MLMOutput(logits, None, None, cls_hidden=cls_hidden)
         flat_labels = unpad(labels, info) if self.config.unpad else labels.flatten()
-        return sparse_mlm(hidden, flat_labels, self.head, self.decoder)._replace(cls_hidden=cls_hidden)
+        out = sparse_mlm(hidden, flat_labels, self.head, self.decoder, fused=self.fused)
+        return out._replace(cls_hidden=cls_hidden)
 
 
 def init_weights(module: nn.Module, cfg: FlexBertConfig) -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bertforge.errors import ConfigError
+from bertforge.kernels import resolve_kernels
 from bertforge.ops.fftconv import BACKENDS
 
 
@@ -54,8 +55,14 @@ class M2BertConfig:
     """Add a long convolution of the mixer's input (its own filters) to the gated output."""
     short_conv_kernel: int = 3
     """Kernel of the causal depthwise convolution on the projected input."""
+    mixer_input_norm: bool = False
+    """A LayerNorm (eps 1e-5) on the mixer's input, which feeds both its projections and its residual long
+    convolution: the original's legacy ``hyena_training_additions``, used by the released M2-BERT 80M checkpoint."""
     fftconv_backend: Literal["auto", "torch", "direct", "cuda"] = "auto"
     """Long-convolution backend (``bertforge.ops.fftconv``): auto picks the CUDA kernel when built."""
+    kernels: Literal["auto", "torch", "fused"] = "auto"
+    """Fused Triton kernels (``bertforge.kernels``) for the LayerNorms and the training MLM loss: ``auto`` where
+    they can run (CUDA + liger-kernel), ``torch``, or ``fused`` (a config error where they cannot run)."""
     # state mixer (MLP)
     mlp_type: Literal["glu", "mlp"] = "glu"
     """``glu``: GELU(x W_gate) * (x W_value) then W_out; ``mlp``: the classic two-layer GELU MLP."""
@@ -118,6 +125,13 @@ class M2BertConfig:
                 raise ConfigError(key, f"{value} must be >= 0")
         if self.fftconv_backend not in BACKENDS:
             raise ConfigError("fftconv_backend", f"{self.fftconv_backend!r}; choose one of {', '.join(BACKENDS)}")
+        if self.kernels != "auto":
+            resolve_kernels(self.kernels)  # a bad value, or fused where it cannot run: refused before any work
+
+    @property
+    def fused_kernels(self) -> bool:
+        """Whether this model runs the fused kernels (``kernels`` resolved on this machine)."""
+        return resolve_kernels(self.kernels) == "fused"
 
     @property
     def checkpoint_every(self) -> int | None:

@@ -27,12 +27,17 @@ def positional_features(length: int, emb_dim: int) -> tuple[torch.Tensor, torch.
     return torch.cat([t, torch.cos(freqs * angle), -torch.sin(freqs * angle)], dim=-1), t
 
 
-def decay_modulation(t: torch.Tensor, channels: int, cfg: M2BertConfig) -> torch.Tensor:
-    """``(L, channels)`` exp(-rate * t); channels reach ``filter_decay_target`` between the fast and slow points."""
+def decay_rates(channels: int, cfg: M2BertConfig) -> torch.Tensor:
+    """``(channels,)`` decay rates, slowest first: channels reach ``filter_decay_target`` between the fast and
+    slow points (the original stores their negatives as ``modulation.deltas``)."""
     fastest = -math.log(cfg.filter_decay_target) / cfg.filter_decay_fast
     slowest = -math.log(cfg.filter_decay_target) / cfg.filter_decay_slow
-    rates = torch.linspace(slowest, fastest, channels)[None]  # (1, C)
-    return torch.exp(-t * rates)
+    return torch.linspace(slowest, fastest, channels)
+
+
+def decay_modulation(t: torch.Tensor, channels: int, cfg: M2BertConfig) -> torch.Tensor:
+    """``(L, channels)`` exp(-rate * t) with :func:`decay_rates`."""
+    return torch.exp(-t * decay_rates(channels, cfg)[None])
 
 
 class Sine(nn.Module):

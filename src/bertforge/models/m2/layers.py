@@ -97,13 +97,15 @@ class MonarchMixer(nn.Module):
     """The attention replacement: project to 3 streams, short causal conv, gate, long conv, gate, project.
 
     ``y = Wo(long_conv(v * g1) * g2 [+ residual_conv(x)])`` where ``g1, g2, v`` are the short-conv'd
-    projections. Padded positions are zeroed before every convolution (unlike the original code),
-    so real-token outputs do not depend on how much padding follows them.
+    projections (with ``mixer_input_norm``, ``x`` is LayerNorm'd first). Padded positions are zeroed before
+    every convolution (unlike the original code), so real-token outputs do not depend on how much padding
+    follows them.
     """
 
     def __init__(self, cfg: M2BertConfig):
         super().__init__()
         hidden = cfg.hidden_size
+        self.input_norm = nn.LayerNorm(hidden, eps=1e-5) if cfg.mixer_input_norm else None
         self.Win = nn.Linear(hidden, 3 * hidden)
         self.short_conv = nn.Conv1d(3 * hidden, 3 * hidden, cfg.short_conv_kernel, groups=3 * hidden,
                                     padding=cfg.short_conv_kernel - 1)
@@ -114,6 +116,7 @@ class MonarchMixer(nn.Module):
     def forward(self, x: torch.Tensor, docs: Unpadded, keep: torch.Tensor) -> torch.Tensor:
         """``x`` ``(T, H)`` rows; ``keep`` ``(docs, 1, L)`` is 1 at real tokens. Returns ``(T, H)``."""
         length = docs.seqlen
+        x = self.input_norm(x) if self.input_norm is not None else x  # legacy: feeds Win and the residual conv
         streams = pad(self.Win(x), docs).transpose(1, 2)  # (N, 3H, L), zero at padding
         streams = self.short_conv(streams)[..., :length]  # causal: only earlier (real) tokens
         gate_in, gate_out, v = streams.chunk(3, dim=1)  # (N, H, L) each

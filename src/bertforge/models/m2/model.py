@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from bertforge.data.mlm import IGNORE_INDEX
+from bertforge.kernels.ops import use_fused_norms
 from bertforge.models.common.layers import PredictionTransform, run_blocks
 from bertforge.models.common.mlm import MLMOutput, sparse_mlm
 from bertforge.models.common.nsp import first_token_rows
@@ -63,6 +64,9 @@ class M2BertForMaskedLM(nn.Module):
         self.decoder = nn.Linear(cfg.hidden_size, cfg.vocab_size)
         init_weights(self, cfg)
         self.decoder.weight = self.model.embeddings.tok_embeddings.weight
+        self.fused = cfg.fused_kernels
+        if self.fused:  # the LayerNorms (same parameters) and the training loss as Triton kernels
+            use_fused_norms(self)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None) -> MLMOutput:
@@ -73,7 +77,8 @@ class M2BertForMaskedLM(nn.Module):
         flat_labels = unpad(labels, info)  # (T,)
         if self.config.mlm_targets == "positive":
             flat_labels = flat_labels.masked_fill(flat_labels <= 0, IGNORE_INDEX)
-        return sparse_mlm(hidden, flat_labels, self.head, self.decoder)._replace(cls_hidden=cls_hidden)
+        return sparse_mlm(hidden, flat_labels, self.head, self.decoder, fused=self.fused)._replace(
+            cls_hidden=cls_hidden)
 
 
 def init_weights(module: nn.Module, cfg: M2BertConfig) -> None:
