@@ -4,7 +4,9 @@
 
 The model is rebuilt from the run's ``config.yaml`` and tokenizer (``tokenizer.name``, else the run's
 ``tokenizer/``); the checkpoint defaults to the one ``latest-rank0.pt`` points to. A sharded
-checkpoint's folder is consolidated from all its ranks' shards.
+checkpoint's folder is consolidated from all its ranks' shards. Families transformers has no class for
+(M2-BERT, FlexBERT presets ModernBERT cannot express) are written with bertforge's own modeling code
+(load them with ``trust_remote_code=True``). Same as ``python -m bertforge.export hf``.
 """
 
 from __future__ import annotations
@@ -12,24 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 
-from bertforge.checkpoints import latest_checkpoint, load_whole
 from bertforge.cli import run_cli
-from bertforge.config import load_config
-from bertforge.data.tokenizer import load_tokenizer
-from bertforge.errors import UserError
-from bertforge.models.export import export_hf
-from bertforge.train import build_model
+from bertforge.export.source import export_run
 
 
 def export_checkpoint(run_dir: str, checkpoint: str | None = None, out: str | None = None) -> str:
     """Load ``checkpoint`` (default: the run's latest) into the run's model and write it as a transformers folder."""
-    cfg = load_config(os.path.join(run_dir, "config.yaml"))
-    checkpoint = checkpoint or latest_checkpoint(os.path.join(run_dir, "checkpoints"))
-    if checkpoint is None:
-        raise UserError(f"{run_dir}/checkpoints has no latest-rank0.pt; pass --checkpoint")
-    model = build_model(cfg, load_tokenizer(cfg.tokenizer.name or os.path.join(run_dir, "tokenizer")))
-    model.load_state_dict(load_whole(checkpoint)["state"]["model"])
-    return export_hf(model.eval(), out or os.path.join(run_dir, "hf"))
+    return export_run(run_dir, out or os.path.join(run_dir, "hf"), checkpoint)
 
 
 def main(argv: list[str]) -> None:
