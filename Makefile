@@ -11,7 +11,7 @@ CUDA_TOOLCHAIN := .cuda-toolchain
 CUDA_TOOLCHAIN_WHEELS := nvidia-cuda-nvcc==13.0.88 nvidia-nvvm==13.0.88 nvidia-cuda-crt==13.0.88 \
 	nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85 nvidia-cuda-nvcc-cu12==12.6.85
 
-.PHONY: install sample-data sample-nsp retrieval-model quickstart test test-fast lint clean kernel cuda-toolchain
+.PHONY: install sample-data sample-nsp retrieval-model retrieval-quickstart quickstart test test-fast lint clean kernel cuda-toolchain
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ data/models/all-MiniLM-L6-v2/modules.json: $(VENV)/.installed
 
 retrieval-model: data/models/all-MiniLM-L6-v2/modules.json
 
+# dense retrieval on BEIR SciFact: BM25 and all-MiniLM-L6-v2 before and after finetuning (CPU, ~10 minutes)
+retrieval-quickstart: retrieval-model
+	$(PY) retrieval.py yamls/retrieval/quickstart-st.yaml $(ARGS)
+
 quickstart: sample-data
 	$(VENV)/bin/composer -n 1 main.py $(QUICKSTART_YAML) $(ARGS)
 
@@ -64,11 +68,11 @@ cuda-toolchain: $(CUDA_TOOLCHAIN)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
-test: lint cuda-toolchain
+test: lint cuda-toolchain retrieval-model
 	$(PY) -m pytest -q --durations=30
 
 # The inner loop: lint + every test but the slow multi-process / multi-minute ones.
-test-fast: lint
+test-fast: lint retrieval-model
 	$(PY) -m pytest -q -m "not slow"
 
 clean:
