@@ -77,6 +77,14 @@ def latest_checkpoint(folder: str) -> str | None:
     return target if os.path.exists(target) else None
 
 
+def checkpoint_of_run(run_dir: str, checkpoint: str | None = None) -> str:
+    """``checkpoint``, else the one ``run_dir/checkpoints/latest-rank0.pt`` points to; one line when there is none."""
+    found = checkpoint or latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    if found is None:
+        raise UserError(f"{run_dir}/checkpoints has no latest-rank0.pt; train the run first or pass --checkpoint")
+    return found
+
+
 def resolve_resume(save_folder: str | None, autoresume: bool, load_path: str | None,
                    load_weights_only: bool) -> ResumePlan:
     """Resolve autoresume before the Trainer: the run's newest complete checkpoint when ``save_folder`` has one

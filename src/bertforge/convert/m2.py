@@ -137,17 +137,14 @@ def import_m2_original(weights: str, out: str, config: str | None = None,
 
 def export_m2_original(run: str, out: str, checkpoint: str | None = None) -> str:
     """Write a ``m2_bert`` run's checkpoint as the original's ``pytorch_model.bin`` + ``config.json`` in ``out``."""
-    from bertforge.checkpoints import latest_checkpoint, load_whole
+    from bertforge.checkpoints import checkpoint_of_run, load_whole
     from bertforge.config import load_config
     from bertforge.config.validate import from_dict
 
     run_cfg = load_config(os.path.join(run, "config.yaml"))
     if run_cfg.model.get("name") != "m2_bert":
         raise UserError(f"{run}: model '{run_cfg.model.get('name')}' is not m2_bert; only M2 runs export to M2")
-    checkpoint = checkpoint or latest_checkpoint(os.path.join(run, "checkpoints"))
-    if checkpoint is None:
-        raise UserError(f"{run}/checkpoints has no latest-rank0.pt; pass --checkpoint")
-    whole = load_whole(checkpoint)
+    whole = load_whole(checkpoint_of_run(run, checkpoint))
     state = whole["state"]["model"]
     ours = {k[len(COMPOSER_PREFIX):]: v for k, v in state.items() if k.startswith(COMPOSER_PREFIX)}
     cfg = from_dict(M2BertConfig, dict(run_cfg.model.get("model_config") or {}), "model.model_config")

@@ -34,7 +34,7 @@ def load_run(run_dir: str, checkpoint: str | None = None) -> Any:
     """The run's Composer model, rebuilt from its ``config.yaml`` and tokenizer (``tokenizer.name``, else the run's
     ``tokenizer/``), with the weights of ``checkpoint`` (default: the one ``checkpoints/latest-rank0.pt`` points
     to; a sharded checkpoint's folder is consolidated), in eval mode."""
-    from bertforge.checkpoints import latest_checkpoint, load_whole
+    from bertforge.checkpoints import checkpoint_of_run, load_whole
     from bertforge.config import load_config
     from bertforge.data.tokenizer import load_tokenizer
     from bertforge.train import build_model
@@ -42,9 +42,7 @@ def load_run(run_dir: str, checkpoint: str | None = None) -> Any:
     if not is_run(run_dir):
         raise UserError(f"{run_dir}: not a bertforge run folder (no config.yaml)")
     cfg = load_config(os.path.join(run_dir, "config.yaml"))
-    checkpoint = checkpoint or latest_checkpoint(os.path.join(run_dir, "checkpoints"))
-    if checkpoint is None:
-        raise UserError(f"{run_dir}/checkpoints has no latest-rank0.pt; train the run first or pass --checkpoint")
+    checkpoint = checkpoint_of_run(run_dir, checkpoint)
     model = build_model(cfg, load_tokenizer(cfg.tokenizer.name or os.path.join(run_dir, "tokenizer")))
     model.load_state_dict(load_whole(checkpoint)["state"]["model"])
     return model.eval()
