@@ -77,11 +77,12 @@ def latest_checkpoint(folder: str) -> str | None:
     return target if os.path.exists(target) else None
 
 
-def checkpoint_of_run(run_dir: str, checkpoint: str | None = None) -> str:
-    """``checkpoint``, else the one ``run_dir/checkpoints/latest-rank0.pt`` points to; one line when there is none."""
+def checkpoint_of_run(run_dir: str, checkpoint: str | None = None, instead: str = "pass --checkpoint") -> str:
+    """``checkpoint``, else the one ``run_dir/checkpoints/latest-rank0.pt`` points to; one line when there is none
+    (ending with ``instead``: what else the user can do)."""
     found = checkpoint or latest_checkpoint(os.path.join(run_dir, "checkpoints"))
     if found is None:
-        raise UserError(f"{run_dir}/checkpoints has no latest-rank0.pt; train the run first or pass --checkpoint")
+        raise UserError(f"{run_dir}/checkpoints has no latest-rank0.pt; train the run first or {instead}")
     return found
 
 

@@ -219,6 +219,7 @@ def test_run_folder_without_checkpoint_fails_in_one_line(tmp_path):
     from bertforge.glue.checkpoint import run_checkpoint
 
     (tmp_path / "config.yaml").write_text("model: {name: m2_bert}\n")
-    with pytest.raises(UserError, match="has no checkpoints/latest-rank0.pt"):
+    with pytest.raises(UserError, match=r"^starting_checkpoint: .*/checkpoints has no latest-rank0.pt; train the "
+                       r"run first or name a checkpoint file$"):
         run_checkpoint(str(tmp_path))
     assert run_checkpoint(str(tmp_path / "absent")) is None

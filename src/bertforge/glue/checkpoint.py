@@ -14,19 +14,21 @@ from dataclasses import dataclass, field
 
 import torch
 
+from bertforge.checkpoints import checkpoint_of_run
 from bertforge.errors import UserError
 
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def run_checkpoint(path: str | None) -> str | None:
-    """A run folder (``config.yaml`` + ``checkpoints/latest-rank0.pt``) -> that checkpoint; None for anything else."""
+    """A run folder (``config.yaml`` + ``checkpoints/latest-rank0.pt``) -> its latest checkpoint; None for anything
+    else (a checkpoint file, a Hugging Face folder)."""
     if not path or not os.path.isdir(path) or not os.path.isfile(os.path.join(path, "config.yaml")):
         return None
-    latest = os.path.join(path, "checkpoints", "latest-rank0.pt")
-    if not os.path.isfile(latest):
-        raise UserError(f"starting_checkpoint: run folder {path} has no checkpoints/latest-rank0.pt; name a checkpoint")
-    return latest
+    try:
+        return checkpoint_of_run(path, instead="name a checkpoint file")
+    except UserError as err:
+        raise UserError(f"starting_checkpoint: {err}") from None
 
 
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:

@@ -71,3 +71,20 @@ def resolve_kernels(name: str, key: str = "kernels") -> str:
 def runs_triton(x: torch.Tensor) -> bool:
     """Whether a Triton kernel can take ``x``: a CUDA tensor, or any tensor under the CPU interpreter."""
     return x.is_cuda or interpreting()
+
+
+class KernelChoice:
+    """For model configs with a ``kernels: auto | torch | fused`` field: the check at construction (an explicit
+    choice that cannot run is refused before any work) and the resolved choice on this machine."""
+
+    kernels: str
+
+    def check_kernels(self) -> None:
+        """Refuse a bad value, or ``fused`` where it cannot run, in one line naming ``kernels``."""
+        if self.kernels != "auto":
+            resolve_kernels(self.kernels)
+
+    @property
+    def fused_kernels(self) -> bool:
+        """Whether this model runs the fused kernels (``kernels`` resolved on this machine)."""
+        return resolve_kernels(self.kernels) == "fused"

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bertforge.errors import ConfigError
-from bertforge.kernels import resolve_kernels
+from bertforge.kernels.select import KernelChoice
 
 
 @dataclass
-class FlexBertConfig:
+class FlexBertConfig(KernelChoice):
     """Architecture of a FlexBERT encoder and its MLM head. Defaults describe ModernBERT-base."""
 
     vocab_size: int | None = None
@@ -103,8 +103,7 @@ class FlexBertConfig:
                 raise ConfigError("attention_backend", f"flash_attn needs flash-attn on a CUDA GPU ({missing}); "
                                   "install it with `pip install -e .[gpu]` on a CUDA machine, or use auto, sdpa or "
                                   "varlen")
-        if self.kernels == "fused":
-            resolve_kernels(self.kernels)  # refuses here, before any work, when they cannot run
+        self.check_kernels()
         for key in ("embedding_dropout", "attention_dropout", "mlp_dropout", "hidden_dropout"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ConfigError(key, f"{getattr(self, key)} must be in [0, 1)")
@@ -113,11 +112,6 @@ class FlexBertConfig:
     def checkpoint_every(self) -> int | None:
         """Checkpoint every n-th block in training (None: activation checkpointing is off)."""
         return self.activation_checkpointing_every if self.activation_checkpointing else None
-
-    @property
-    def fused_kernels(self) -> bool:
-        """Whether this model runs the fused kernels (``kernels`` resolved on this machine)."""
-        return resolve_kernels(self.kernels) == "fused"
 
     @property
     def head_dim(self) -> int:

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bertforge.errors import ConfigError
-from bertforge.kernels import resolve_kernels
+from bertforge.kernels.select import KernelChoice
 from bertforge.ops.fftconv import BACKENDS
 
 
 @dataclass
-class M2BertConfig:
+class M2BertConfig(KernelChoice):
     """Architecture of an M2-BERT (Monarch Mixer) encoder and its MLM head."""
 
     vocab_size: int | None = None
@@ -125,13 +125,7 @@ class M2BertConfig:
                 raise ConfigError(key, f"{value} must be >= 0")
         if self.fftconv_backend not in BACKENDS:
             raise ConfigError("fftconv_backend", f"{self.fftconv_backend!r}; choose one of {', '.join(BACKENDS)}")
-        if self.kernels != "auto":
-            resolve_kernels(self.kernels)  # a bad value, or fused where it cannot run: refused before any work
-
-    @property
-    def fused_kernels(self) -> bool:
-        """Whether this model runs the fused kernels (``kernels`` resolved on this machine)."""
-        return resolve_kernels(self.kernels) == "fused"
+        self.check_kernels()
 
     @property
     def checkpoint_every(self) -> int | None:
