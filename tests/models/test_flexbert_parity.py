@@ -154,3 +154,21 @@ def test_flexbert_as_bert_exports_to_bert_for_masked_lm():
     torch.testing.assert_close(got[mask.bool()], want[mask.bool()], rtol=0, atol=1e-5)
     alibi = FlexBertConfig(vocab_size=100, hidden_size=48, num_attention_heads=4, position_encoding="alibi")
     assert hf_exporter(alibi) is None
+
+
+def test_headless_checkpoint_names_the_head_that_starts_random(tmp_path, caplog):
+    """An encoder-only ModernBERT folder: the encoder converts exactly, and one log line names the MLM-head tensors
+    transformers filled at random (was: only transformers' own warning)."""
+    from bertforge.models.flexbert.build import _from_pretrained
+
+    source = _tiny_modernbert()
+    source.model.save_pretrained(tmp_path)  # ModernBertModel: no head, no decoder bias
+    with caplog.at_level("WARNING", logger="bertforge.models.flexbert.build"):
+        ours = _from_pretrained(str(tmp_path), {}).eval()
+    line = next(r.getMessage() for r in caplog.records if r.name == "bertforge.models.flexbert.build")
+    assert "has no decoder.bias, head.dense.weight" in line and "start from random values" in line
+    ids, mask = _mixed_batch(120)
+    with torch.no_grad():
+        want = source.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        got = ours.model(ids, mask)
+    torch.testing.assert_close(got[mask.bool()], want[mask.bool()], rtol=0, atol=1e-4)  # as the logits test

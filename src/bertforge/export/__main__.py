@@ -19,12 +19,15 @@ def _parser() -> argparse.ArgumentParser:
     hf.add_argument("--checkpoint", help="a checkpoint file or a sharded checkpoint's folder (default: the latest)")
     st = sub.add_parser("sentence-transformers", help="a SentenceTransformer folder (Transformer, Pooling, Normalize)")
     st.add_argument("source", help=source_help)
-    st.add_argument("--pooling", choices=("mean", "cls"), default="mean", help="mean over real tokens, or first token")
-    st.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
+    st.add_argument("--pooling", choices=("mean", "cls"), help="mean over real tokens, or first token (default: a "
+                    "sentence-transformers source's own, else mean)")
+    st.add_argument("--normalize", action=argparse.BooleanOptionalAction, help="L2-normalise the embeddings "
+                    "(default: as a sentence-transformers source does, else not)")
     st.add_argument("--max-seq-length", type=int, help="longest input in tokens (default: the tokenizer's)")
     colbert = sub.add_parser("pylate", help="a PyLate ColBERT folder (Transformer, projection)")
     colbert.add_argument("source", help=source_help)
-    colbert.add_argument("--dim", type=int, default=128, help="token embedding size of the new projection")
+    colbert.add_argument("--dim", type=int, help="token embedding size of the new projection (default: 128, or a "
+                         "PyLate source's own)")
     colbert.add_argument("--document-length", type=int, help="tokens per document (default: PyLate's)")
     colbert.add_argument("--query-length", type=int, help="tokens per query (default: PyLate's)")
     for command in (hf, st, colbert):

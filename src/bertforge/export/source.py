@@ -4,6 +4,7 @@ its model, or a Hugging Face / sentence-transformers folder (or Hub name) used a
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import tempfile
@@ -79,14 +80,31 @@ def hf_folder(source: str) -> Iterator[str]:
     yield source  # a Hub name: transformers downloads it (or says why not)
 
 
+def st_json(source: str, name: str) -> Any:
+    """The JSON file ``name`` of a sentence-transformers folder or Hub repo ``source`` (None: it has no such file)."""
+    path: str | None = os.path.join(source, name)
+    if not os.path.isdir(source):
+        if not _looks_like_hub_name(source) or importlib.util.find_spec("sentence_transformers") is None:
+            return None
+        from sentence_transformers.util import load_file_path
+
+        path = load_file_path(source, name)  # None when the repo lacks it
+    if path is None or not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def st_modules(source: str) -> list[dict] | None:
+    """The entries of a sentence-transformers (or PyLate) folder's or Hub repo's ``modules.json``, each with ``kind``
+    added (the class name, e.g. ``Pooling``); None when ``source`` is not such a model."""
+    entries = st_json(source, "modules.json")
+    return None if entries is None else [{**e, "kind": str(e.get("type", "")).rsplit(".", 1)[-1]} for e in entries]
+
+
 def _st_transformer_dir(folder: str) -> str | None:
     """The folder of a sentence-transformers folder's Transformer module (None: no modules.json lists one)."""
-    modules = os.path.join(folder, "modules.json")
-    if not os.path.isfile(modules):
-        return None
-    with open(modules) as f:
-        entries = json.load(f)
-    path = next((e.get("path", "") for e in entries if str(e.get("type", "")).endswith(".Transformer")), None)
+    path = next((e.get("path", "") for e in st_modules(folder) or [] if e["kind"] == "Transformer"), None)
     return None if path is None else os.path.join(folder, path)
 
 

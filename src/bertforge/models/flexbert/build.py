@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
 from transformers import AutoConfig, AutoModelForMaskedLM
@@ -29,6 +30,7 @@ from bertforge.models.flexbert.model import FlexBertForMaskedLM
 from bertforge.registry import classifiers, models
 
 KEY = "model.model_config"
+log = logging.getLogger(__name__)
 
 
 def _from_pretrained(name: str, overrides: dict) -> FlexBertForMaskedLM:
@@ -44,7 +46,12 @@ def _from_pretrained(name: str, overrides: dict) -> FlexBertForMaskedLM:
     to_config, to_state = _IMPORTERS[hf_config.model_type]
     cfg = to_config(hf_config, **overrides)  # refuses what FlexBERT cannot compute before loading any weight
     model = FlexBertForMaskedLM(cfg)
-    load_exact(model, to_state(AutoModelForMaskedLM.from_pretrained(name).state_dict(), cfg), name)
+    source, info = AutoModelForMaskedLM.from_pretrained(name, output_loading_info=True)
+    if info["missing_keys"]:  # e.g. an encoder-only checkpoint: transformers filled these at random
+        log.warning("model.pretrained_model_name: '%s' has no %s; they start from random values (fine for "
+                    "finetuning or continued pretraining, not for using its MLM head as is)", name,
+                    ", ".join(sorted(info["missing_keys"])))
+    load_exact(model, to_state(source.state_dict(), cfg), name)
     return model
 
 
