@@ -16,7 +16,8 @@ ST_YAML = REPO / "yamls" / "retrieval" / "quickstart-st.yaml"
 @pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.name)
 def test_shipped_yamls_validate(path, scifact, minilm, monkeypatch):
     monkeypatch.chdir(REPO)
-    cfg = load_retrieval_config(path)
+    teacher = [f"train.teacher={minilm}"] if "teacher:" in path.read_text() else []  # a quickstart's output
+    cfg = load_retrieval_config(path, teacher)
     assert cfg.model.kind in ("dense", "colbert") and cfg.train is not None
 
 
@@ -28,11 +29,19 @@ def test_shipped_yamls_validate(path, scifact, minilm, monkeypatch):
     ("model.path=/nonexistent/model", r"^model.path: /nonexistent/model does not exist"),
     ("eval.top_k=10", r"^eval.top_k: 10 must be >= 100"),
     ("train.lr=0", r"^train.lr: 0.0 must be > 0"),
+    ("train.loss=distill", r"^train.loss: 'distill' is not allowed; choose one of 'contrastive', 'distillation'"),
+    ("train.loss=distillation", r"^train.teacher: loss: distillation needs a teacher model folder"),
+    ("train.teacher=x", r"^train.teacher: a teacher is only used with loss: distillation"),
+    ("train.loss=distillation train.teacher=/nonexistent/t",
+     r"^train.teacher: /nonexistent/t does not exist; pass a dense model or cross-encoder folder"),
+    ("train.loss=distillation train.teacher=x train.hard_negatives=0",
+     r"^train.hard_negatives: loss: distillation scores each query's positive against its BM25 negatives"),
+    ("train.loss=distillation train.teacher=x train.teacher_scale=0", r"^train.teacher_scale: 0.0 must be > 0"),
 ])
 def test_bad_lines_name_the_key(override, match, scifact, minilm, monkeypatch):
     monkeypatch.chdir(REPO)
     with pytest.raises(UserError, match=match) as err:
-        load_retrieval_config(ST_YAML, [override])
+        load_retrieval_config(ST_YAML, override.split())
     assert "\n" not in str(err.value)
 
 

@@ -28,12 +28,13 @@ class ModelSettings:
     """Longest document in tokens; capped by the model's ``max_position_embeddings`` (one log line says so)."""
     query_length: int = 32
     """Query length in tokens for ColBERT (PyLate pads queries to it with [MASK] tokens)."""
-    embedding_size: int = 128
-    """Per-token dimension of the ColBERT projection added on top of an encoder that has none."""
+    embedding_size: int | None = None
+    """Per-token dimension of the ColBERT projection added on top of an encoder that has none (null: 128, or a
+    PyLate folder's own; another size for a PyLate folder is refused)."""
 
     def __post_init__(self) -> None:
         for name in ("max_seq_length", "query_length", "embedding_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(name, f"{getattr(self, name)} must be >= 1")
 
 
@@ -73,6 +74,18 @@ class TrainSettings:
     """Train on the first N (query, positive) pairs only (null: all of the train split)."""
     hard_negatives: int = 0
     """Add this many BM25-mined negatives per pair (the top BM25 documents that are not relevant)."""
+    loss: Literal["contrastive", "distillation"] = "contrastive"
+    """contrastive: the positive against in-batch and hard negatives (sentence-transformers'
+    MultipleNegativesRankingLoss, PyLate's Contrastive). distillation: match the teacher's score distribution
+    over each query's positive and ``hard_negatives`` BM25 negatives (sentence-transformers' DistillKLDivLoss,
+    PyLate's Distillation)."""
+    teacher: str | None = None
+    """The teacher of ``loss: distillation``: a dense model folder (sentence-transformers, transformers or
+    bertforge run; cosine scores) or a cross-encoder folder (``teacher_kind: cross_encoder``; its logits)."""
+    teacher_kind: Literal["dense", "cross_encoder"] = "dense"
+    teacher_scale: float | None = None
+    """Teacher scores are multiplied by this before the softmax (null: 20 for a dense teacher's cosines, as
+    MultipleNegativesRankingLoss scales them; 1 for a cross-encoder's logits)."""
     max_seq_length: int | None = None
     """Document length in tokens while training (null: ``model.max_seq_length``)."""
     bf16: bool = False
@@ -93,6 +106,25 @@ class TrainSettings:
             raise ConfigError("warmup_ratio", f"{self.warmup_ratio} must be in [0, 1)")
         if self.hard_negatives < 0:
             raise ConfigError("hard_negatives", f"{self.hard_negatives} must be >= 0")
+        if self.loss == "distillation":
+            if self.teacher is None:
+                raise ConfigError("teacher", "loss: distillation needs a teacher model folder (e.g. the finetuned "
+                                  "model of yamls/retrieval/quickstart-st.yaml: runs/retrieval-quickstart-st/model)")
+            if self.hard_negatives < 1:
+                raise ConfigError("hard_negatives", "loss: distillation scores each query's positive against its "
+                                  "BM25 negatives; set hard_negatives >= 1 (e.g. 7)")
+        elif self.teacher is not None:
+            raise ConfigError("teacher", "a teacher is only used with loss: distillation; set loss: distillation "
+                              "or teacher: null")
+        if self.teacher_scale is not None and self.teacher_scale <= 0:
+            raise ConfigError("teacher_scale", f"{self.teacher_scale} must be > 0 (null: the default)")
+
+    @property
+    def scale(self) -> float:
+        """The factor applied to the teacher's scores."""
+        if self.teacher_scale is not None:
+            return self.teacher_scale
+        return 20.0 if self.teacher_kind == "dense" else 1.0
 
 
 @dataclass
@@ -154,6 +186,9 @@ def check_paths(cfg: RetrievalConfig) -> None:
     splits = [("data.eval_split", cfg.data.eval_split)]
     if cfg.train is not None:
         splits.append(("data.train_split", cfg.data.train_split))
+    if cfg.train is not None and cfg.train.teacher is not None and not os.path.exists(cfg.train.teacher):
+        raise ConfigError("train.teacher", f"{cfg.train.teacher} does not exist; pass a dense model or cross-encoder "
+                          "folder (e.g. run `python retrieval.py yamls/retrieval/quickstart-st.yaml` first)")
     for key, split in splits:
         qrels = os.path.join(root, "qrels", f"{split}.tsv")
         if not os.path.isfile(qrels):

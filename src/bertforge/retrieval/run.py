@@ -49,8 +49,13 @@ def _finetune(cfg: RetrievalConfig, model, device: str):
         mined = mine_negatives(BM25Index(train.corpus), used, train.qrels, train.corpus, cfg.train.hard_negatives)
         negatives = [mined[q] for q, _, _ in triples]
     pairs = [(q, p) for _, q, p in triples]
+    distill = None
+    if cfg.train.loss == "distillation":
+        from bertforge.retrieval.distill import distillation_set
+
+        distill = distillation_set(cfg.train, cfg.model, pairs, negatives, device, cfg.eval.batch_size)
     fn = finetune_colbert if cfg.model.kind == "colbert" else finetune_dense
-    return fn(model, pairs, negatives, cfg.train, cfg.run_dir, cfg.seed, device)
+    return fn(model, pairs, negatives, cfg.train, cfg.run_dir, cfg.seed, device, distill=distill)
 
 
 def run(cfg: RetrievalConfig) -> list[dict]:

@@ -12,6 +12,7 @@ from transformers import PrinterCallback, TrainerCallback
 
 from bertforge.export.source import require
 from bertforge.retrieval.config import TrainSettings
+from bertforge.retrieval.distill import DistillationSet
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,10 @@ def pairs_dataset(pairs: Sequence[tuple[str, str]], negatives: Sequence[Sequence
 
 
 def training_args(settings: TrainSettings, out_dir: str, seed: int, device: str):
-    """sentence-transformers training arguments: no checkpoints, no reporting, no duplicate texts in a batch
-    (a repeated query or document would be its own false negative)."""
+    """sentence-transformers training arguments: no checkpoints, no reporting; for contrastive training no
+    duplicate texts in a batch (a repeated query or document would be its own false negative)."""
     st = require("sentence_transformers", "sentence-transformers")
+    samplers = st.training_args.BatchSamplers
     return st.SentenceTransformerTrainingArguments(
         output_dir=os.path.join(out_dir, "trainer"),
         num_train_epochs=settings.epochs,
@@ -47,7 +49,7 @@ def training_args(settings: TrainSettings, out_dir: str, seed: int, device: str)
         warmup_ratio=settings.warmup_ratio,
         weight_decay=settings.weight_decay,
         bf16=settings.bf16,
-        batch_sampler=st.training_args.BatchSamplers.NO_DUPLICATES,
+        batch_sampler=samplers.NO_DUPLICATES if settings.loss == "contrastive" else samplers.BATCH_SAMPLER,
         seed=seed,
         data_seed=seed,
         save_strategy="no",
@@ -96,12 +98,37 @@ def run_trainer(model, loss, dataset, settings: TrainSettings, out_dir: str, see
         setattr(model, attr, length)
 
 
-def finetune_dense(model, pairs: Sequence[tuple[str, str]], negatives: Sequence[Sequence[str]] | None,
-                   settings: TrainSettings, out_dir: str, seed: int, device: str):
-    """Finetune a ``SentenceTransformer`` with MultipleNegativesRankingLoss; save it to ``<out_dir>/model``."""
+STUDENT_SCALE = 20.0
+"""Student cosines are multiplied by this before the softmax (MultipleNegativesRankingLoss's default scale)."""
+
+
+def scaled_cosine(a, b):
+    """Row-wise cosine similarity times :data:`STUDENT_SCALE`: the dense student's logits under distillation."""
     st = require("sentence_transformers", "sentence-transformers")
-    loss = st.losses.MultipleNegativesRankingLoss(model)
-    run_trainer(model, loss, pairs_dataset(pairs, negatives), settings, out_dir, seed, device)
+    return STUDENT_SCALE * st.util.pairwise_cos_sim(a, b)
+
+
+def distillation_dataset(distill: DistillationSet):
+    """columns query, positive, negative_1.., label (teacher scores): the layout of DistillKLDivLoss."""
+    datasets = require("datasets", "datasets")
+    columns = {"query": distill.queries}
+    for j in range(len(distill.documents[0])):
+        columns["positive" if j == 0 else f"negative_{j}"] = [docs[j] for docs in distill.documents]
+    columns["label"] = distill.scores
+    return datasets.Dataset.from_dict(columns)
+
+
+def finetune_dense(model, pairs: Sequence[tuple[str, str]], negatives: Sequence[Sequence[str]] | None,
+                   settings: TrainSettings, out_dir: str, seed: int, device: str,
+                   distill: DistillationSet | None = None):
+    """Finetune a ``SentenceTransformer`` with MultipleNegativesRankingLoss, or with DistillKLDivLoss towards
+    ``distill``'s teacher scores; save it to ``<out_dir>/model``."""
+    st = require("sentence_transformers", "sentence-transformers")
+    if distill is not None:
+        loss, dataset = st.losses.DistillKLDivLoss(model, similarity_fct=scaled_cosine), distillation_dataset(distill)
+    else:
+        loss, dataset = st.losses.MultipleNegativesRankingLoss(model), pairs_dataset(pairs, negatives)
+    run_trainer(model, loss, dataset, settings, out_dir, seed, device)
     if settings.save_model:
         model.save(os.path.join(out_dir, "model"))
     return model
