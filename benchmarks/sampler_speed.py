@@ -37,8 +37,10 @@ MODERNBERT_TOKENIZER = REPO.parent / "shared/data/tokenizers/modernbert"
 
 
 def reference_generate(model_fn, prompt: list[int], steps: int, gen_length: int, block_length: int,
-                       mask_id: int) -> tuple[torch.Tensor, int]:
-    """The LLaDA schedule for one prompt, greedy: (answer ids (gen_length,), forward passes)."""
+                       mask_id: int, second_best: list[float] | None = None) -> tuple[torch.Tensor, int]:
+    """The LLaDA schedule for one prompt, greedy: (answer ids (gen_length,), forward passes). ``second_best``,
+    when given, receives at each pass with two or more masked positions in the block the probability of the
+    second most confident one: parallel decoding with threshold p can only save a pass where it is above p."""
     x = torch.tensor(prompt + [mask_id] * gen_length)[None]  # (1, P + N)
     start, blocks = len(prompt), gen_length // block_length
     per_block, passes = steps // blocks, 0
@@ -55,6 +57,8 @@ def reference_generate(model_fn, prompt: list[int], steps: int, gen_length: int,
             conf = logits.softmax(-1).gather(-1, pred[..., None]).squeeze(-1)
             conf[:, hi:] = float("-inf")  # nothing beyond the current block
             conf = torch.where(is_mask, conf, float("-inf"))
+            if second_best is not None and int(is_mask[0, lo:hi].sum()) >= 2:
+                second_best.append(float(conf[0].topk(2).values[1]))
             if k:
                 pick = conf[0].topk(k).indices
                 x[0, pick] = pred[0, pick]
@@ -133,11 +137,12 @@ def run_model(folder: str, args) -> list[dict]:
             return out.tokens[0], out.forward_passes
         return decode
 
-    rows, baseline = [], None
+    rows, baseline, seconds = [], None, []
     stops = set(end_token_ids(tok)) | {tok.pad_token_id}
     with torch.inference_mode():
         for steps in args.steps:
-            ref = lambda p, s=steps: reference_generate(fn, p, s, n, args.block_length, mask)  # noqa: E731
+            ref = lambda p, s=steps: reference_generate(fn, p, s, n, args.block_length, mask,  # noqa: E731
+                                                        seconds if s == n else None)
             runs = [("reference (LLaDA schedule)", steps, None, ref),
                     ("ours, no threshold", steps, None, ours(steps, None))]
             runs += [("ours, threshold", steps, t, ours(steps, t)) for t in args.thresholds]
@@ -155,7 +160,19 @@ def run_model(folder: str, args) -> list[dict]:
                 print(f"{Path(folder).name:>28} {method:>28} steps={s:<4} thr={t or '-':<5} "
                       f"passes/token={row['passes_per_token']:.3f} tokens/s={row['tokens_per_s']:.1f} "
                       f"agreement={row['agreement']:.3f} answer={row['answer_agreement']:.3f}", flush=True)
+    report_readiness(folder, seconds, [0.9, 0.7, 0.5] + args.thresholds)
     return rows
+
+
+def report_readiness(folder: str, seconds: list[float], thresholds: list[float]) -> None:
+    """How often the one-token-per-step decode had a second masked position above each threshold: the most passes
+    threshold decoding can save on this model (whatever the sampler does, it needs this confidence)."""
+    if not seconds:
+        return
+    values = torch.tensor(seconds)
+    shares = ", ".join(f">= {t:g}: {float((values >= t).float().mean()):.1%}" for t in sorted(set(thresholds)))
+    print(f"{Path(folder).name}: second most confident masked position over {len(seconds)} passes: mean "
+          f"{float(values.mean()):.3f}, max {float(values.max()):.3f}; share of passes with it {shares}", flush=True)
 
 
 def main() -> None:
