@@ -44,12 +44,34 @@ def test_two_task_sweep_chains_mnli_into_rte_then_reruns_from_cache(tmp_path):
     first, second = plan(resolve(cfg))
     assert [j.task for j in first] == ["mnli"] and first[0].save  # MNLI's weights are kept for the chain
     assert [j.task for j in second] == ["rte"] and second[0].start == f"{first[0].job_dir}/model.pt"
+    _exported_mnli_job_gives_our_logits(first[0].job_dir, tmp_path / "exported")
     # a rerun finds every finished job by (task, seed, config hash) and trains nothing
     again = run_sweep(cfg, runner=_refuse)
     assert again["entries"]["rte"]["scores"] == summary["entries"]["rte"]["scores"]
     # a changed setting is a new job
     changed = from_dict(GlueConfig, tiny_sweep(tmp_path, task_settings={"rte": {"lr": 5.0e-4}}))
     assert plan(resolve(changed))[1][0].key != second[0].key
+
+
+def _exported_mnli_job_gives_our_logits(job_dir: str, out) -> None:
+    """The saved MNLI job of a real sweep exports (`python -m bertforge.export classifier <job>`) to a folder whose
+    AutoModelForSequenceClassification gives our classifier's logits (fp32, 1e-5) with MNLI's labels."""
+    from transformers import AutoModelForSequenceClassification
+
+    from bertforge.export.__main__ import main as export_main
+    from bertforge.export.classifier import find_source, load_classifier
+
+    export_main(["classifier", job_dir, "--out", str(out)])
+    ours = load_classifier(find_source(job_dir))
+    theirs = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    assert list(theirs.config.id2label.values()) == ["entailment", "neutral", "contradiction"]
+    batch = ours.tokenizer(["a man sleeps", "two dogs run in the park"], ["he is awake", "animals move"],
+                           padding=True, return_tensors="pt")
+    with torch.no_grad():
+        want = ours.model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+        got = theirs(**batch).logits
+    want = getattr(want, "logits", want)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
 
 def test_failed_job_shows_in_table_and_others_finish(tmp_path):

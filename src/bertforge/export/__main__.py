@@ -1,4 +1,5 @@
-"""Command line of :mod:`bertforge.export`: ``hf``, ``sentence-transformers`` and ``pylate`` subcommands."""
+"""Command line of :mod:`bertforge.export`: ``hf``, ``sentence-transformers``, ``pylate`` and ``classifier``
+subcommands."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from bertforge.errors import UserError
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bertforge.export",
                                      description="Export a bertforge run to transformers, sentence-transformers or "
-                                                 "PyLate.")
+                                                 "PyLate, or a finetuned GLUE classifier to transformers.")
     sub = parser.add_subparsers(dest="format", required=True)
     source_help = "a bertforge run folder (config.yaml, checkpoints/) or, for st/pylate, a Hugging Face folder"
     hf = sub.add_parser("hf", help="a transformers folder (AutoModel, AutoModelForMaskedLM)")
@@ -30,7 +31,12 @@ def _parser() -> argparse.ArgumentParser:
                          "PyLate source's own)")
     colbert.add_argument("--document-length", type=int, help="tokens per document (default: PyLate's)")
     colbert.add_argument("--query-length", type=int, help="tokens per query (default: PyLate's)")
-    for command in (hf, st, colbert):
+    cls = sub.add_parser("classifier", help="a finetuned GLUE classifier as a transformers folder "
+                         "(AutoModelForSequenceClassification)")
+    cls.add_argument("source", help="a GLUE job folder (jobs/<task>-seed<seed>-<key>/) or its model.pt")
+    cls.add_argument("--glue-config", help="the sweep's YAML (default: the sweep's results.json)")
+    cls.add_argument("--task", help="the GLUE task (default: the job's result.json)")
+    for command in (hf, st, colbert, cls):
         command.add_argument("--out", required=True, help="output folder")
     return parser
 
@@ -48,6 +54,10 @@ def main(argv: list[str]) -> None:
         from bertforge.export.sentence_transformers import save_sentence_transformer
 
         out = save_sentence_transformer(args.source, args.out, args.pooling, args.normalize, args.max_seq_length)
+    elif args.format == "classifier":
+        from bertforge.export.classifier import export_classifier
+
+        out = export_classifier(args.source, args.out, args.glue_config, args.task)
     else:
         from bertforge.export.pylate import save_colbert
 

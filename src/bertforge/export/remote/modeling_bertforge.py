@@ -1,5 +1,6 @@
 """transformers classes around bertforge's own encoders (M2-BERT, FlexBERT presets that ModernBERT cannot express):
-``AutoModel`` gives the encoder's hidden states, ``AutoModelForMaskedLM`` the MLM logits. Written into exported
+``AutoModel`` gives the encoder's hidden states, ``AutoModelForMaskedLM`` the MLM logits,
+``AutoModelForSequenceClassification`` a finetuned GLUE classifier's logits. Written into exported
 folders beside ``configuration_bertforge.py``; the computation is bertforge's, so bertforge must be installed."""
 
 from __future__ import annotations
@@ -9,12 +10,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
-from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput
+from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput, SequenceClassifierOutput
 
 from .configuration_bertforge import BertforgeConfig
 
 try:
     import bertforge  # noqa: F401  (first: a missing package fails here, with the message below)
+    from bertforge.models.classifier import SequenceClassifier
     from bertforge.models.flexbert.config import FlexBertConfig
     from bertforge.models.flexbert.model import FlexBertForMaskedLM, FlexBertModel
     from bertforge.models.m2.config import M2BertConfig
@@ -103,3 +105,37 @@ class BertforgeForMaskedLM(BertforgePreTrainedModel):
         if return_dict is False:
             return (logits,) if loss is None else (loss, logits)
         return MaskedLMOutput(loss=loss, logits=logits)
+
+
+class BertforgeForSequenceClassification(BertforgePreTrainedModel):
+    """bertforge's :class:`SequenceClassifier`: encoder, pooling (``config.pooling``: first token or mean of real
+    tokens), dense + tanh, dropout (``config.classifier_dropout``), linear: ``logits`` ``(B, num_labels)``. With
+    ``labels``, the loss of ``config.problem_type`` (regression: MSE; single-label: cross-entropy)."""
+
+    def __init__(self, config: BertforgeConfig):
+        super().__init__(config)
+        encoder = FAMILIES[config.family][1](family_config(config))
+        task = SequenceClassifier(encoder, config.hidden_size, config.num_labels, config.pooling,
+                                  config.classifier_dropout)
+        self.model, self.head, self.classifier, self.pooling = task.model, task.head, task.classifier, task.pooling
+        self.post_init()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                return_dict: bool | None = None, **kwargs: Any) -> SequenceClassifierOutput | tuple:
+        # SequenceClassifier's own forward on these same submodules (model, pooling, head, classifier)
+        logits = SequenceClassifier.forward(self, input_ids, _mask(input_ids, attention_mask), token_type_ids)
+        loss = None if labels is None else _classifier_loss(self.config, logits, labels)
+        if return_dict is False:
+            return (logits,) if loss is None else (loss, logits)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+def _classifier_loss(config: BertforgeConfig, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """MSE for regression (``num_labels == 1``), BCE for multi-label, cross-entropy otherwise, in fp32."""
+    kind = config.problem_type or ("regression" if config.num_labels == 1 else "single_label_classification")
+    if kind == "regression":
+        return F.mse_loss(logits.float().squeeze(-1), labels.float().view(-1))
+    if kind == "multi_label_classification":
+        return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+    return F.cross_entropy(logits.float(), labels.view(-1))
