@@ -130,7 +130,7 @@ def _launch(args: list[str], fsdp_version: str, log: Path) -> None:
 def test_fsdp_trains_resumes_sharded_and_exports_whole(sample_mds, tmp_path, fsdp_version, fsdp):
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    from bertforge.checkpoints import load_whole
+    from bertforge.checkpoints import load_whole, read_model_weights
     from bertforge.config import load_config
     from bertforge.train import build_model
     from scripts.export_hf import export_checkpoint
@@ -151,6 +151,9 @@ def test_fsdp_trains_resumes_sharded_and_exports_whole(sample_mds, tmp_path, fsd
     assert (ckpt / "ep0-ba4" / "__0_0.distcp").stat().st_mtime_ns == stamp, "the rerun started over"
     whole = load_whole(str(ckpt / "ep0-ba6"))["state"]
     assert whole["timestamp"]["Timestamp"]["batch"] == 6 and whole["timestamp"]["Timestamp"]["sample"] == 96
+    weights = read_model_weights(str(ckpt / "ep0-ba6"), key="starting_checkpoint")  # e.g. a GLUE start
+    assert weights.keys() == whole["model"].keys()
+    assert all(torch.equal(weights[k], whole["model"][k]) for k in weights)
 
     hf = AutoModelForMaskedLM.from_pretrained(export_checkpoint(str(run_dir), out=str(tmp_path / "hf"))).eval()
     gathered = AutoModelForMaskedLM.from_pretrained(run_dir / "hf").eval()  # written by the callback

@@ -12,6 +12,8 @@ rank 0, share the answer, and hand Composer a plain ``load_path``: the same load
 
 A sharded (FSDP) checkpoint is a folder of per-rank ``.distcp`` files; :func:`load_whole` reads it, or a plain
 checkpoint file, as one whole Composer state in a single process (for export, inspection or a weights-only start).
+:func:`read_model_weights` is the one reader of a model's tensors from any file a user may name: a Composer
+checkpoint (whole or sharded), a finetuned job's ``model.pt``, or a Hugging Face folder or weights file.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from bertforge.errors import UserError
 
 CHECKPOINT_NAME = re.compile(r"^ep(\d+)-ba(\d+)-rank(\d+)\.pt$")
 SHARDED_NAME = re.compile(r"^ep(\d+)-ba(\d+)$")  # a sharded checkpoint's folder; rank 0's latest points to it
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # in the order transformers prefers them
+SHARDED_MARKER = ".metadata"  # torch.distributed.checkpoint writes it into every sharded checkpoint's folder
 
 
 def _batch_of(name: str) -> int | None:
@@ -122,3 +126,45 @@ def load_whole(checkpoint: str) -> dict[str, Any]:
         whole = os.path.join(tmp, "whole.pt")
         dcp_to_torch_save(checkpoint, whole)
         return torch.load(whole, map_location="cpu", weights_only=False)
+
+
+def _weights_file(path: str, where: str) -> str:
+    """The file to read for ``path``: itself, or a Hugging Face folder's weights file."""
+    if os.path.isdir(path):
+        for name in HF_WEIGHT_FILES:
+            if os.path.isfile(os.path.join(path, name)):
+                return os.path.join(path, name)
+        raise UserError(f"{where}: folder has none of {', '.join(HF_WEIGHT_FILES)} and is no sharded checkpoint")
+    if not os.path.isfile(path):
+        raise UserError(f"{where}: not found; give a Composer checkpoint, a Hugging Face folder or its weights file")
+    return path
+
+
+def read_model_weights(path: str, key: str | None = None, weights_only: bool = False) -> dict[str, torch.Tensor]:
+    """A model's tensors from a Composer checkpoint (``state['state']['model']``; a file or a sharded folder), a
+    finetuned job's ``model.pt``, or a Hugging Face folder / ``pytorch_model.bin`` / ``.safetensors``.
+
+    Every problem is one :class:`UserError` line starting ``<key>: <path>:`` (``<path>:`` without ``key``).
+    ``weights_only`` refuses pickled objects beyond tensors (Composer's own checkpoints hold some).
+    """
+    where = f"{key}: {path}" if key else path
+    try:
+        if os.path.isdir(path) and os.path.isfile(os.path.join(path, SHARDED_MARKER)):
+            state: Any = load_whole(path)
+        else:
+            file = _weights_file(path, where)
+            if file.endswith(".safetensors"):
+                from safetensors.torch import load_file
+
+                return load_file(file)
+            state = torch.load(file, map_location="cpu", weights_only=weights_only)
+    except UserError:
+        raise
+    except Exception as err:  # truncated, not a torch file, pickled objects refused by weights_only
+        raise UserError(f"{where}: cannot be read as a checkpoint ({type(err).__name__})") from None
+    if isinstance(state, dict) and isinstance(state.get("state"), dict):
+        state = state["state"].get("model")
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{where}: holds no model weights (neither a Composer checkpoint's state['state']['model'] "
+                        "nor a Hugging Face state dict)")
+    return state

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from bertforge import registry
+from bertforge.checkpoints import read_model_weights
 from bertforge.errors import UserError
-from bertforge.glue.checkpoint import load_encoder, read_state_dict
+from bertforge.glue.checkpoint import load_encoder
 from tests.glue.conftest import TINY_BERT
 
 
@@ -29,7 +30,7 @@ def test_composer_checkpoint_loads_encoder_and_keeps_head_new(tmp_path, tokenize
     mlm = _mlm(tokenizer)
     path = _composer_checkpoint(mlm, tmp_path / "latest-rank0.pt")
     clf = _classifier(tokenizer)
-    report = load_encoder(clf, read_state_dict(path), path)
+    report = load_encoder(clf, read_model_weights(path), path)
     mlm_state, clf_state = mlm.state_dict(), clf.state_dict()
     encoder = [k for k in clf_state if k.startswith("model.bert.") and ".pooler." not in k]
     assert sorted(report.loaded) == sorted(encoder)
@@ -45,7 +46,7 @@ def test_hf_folder_loads_with_its_own_key_prefix(tmp_path, tokenizer):
     mlm.model.bert.save_pretrained(tmp_path / "encoder-only")  # keys without the 'bert.' prefix, with a pooler
     for folder in ("hf", "encoder-only"):
         clf = _classifier(tokenizer, num_labels=3)
-        report = load_encoder(clf, read_state_dict(str(tmp_path / folder)), folder)
+        report = load_encoder(clf, read_model_weights(str(tmp_path / folder)), folder)
         word = "model.bert.embeddings.word_embeddings.weight"
         assert word in report.loaded and torch.equal(clf.state_dict()[word], mlm.state_dict()[word])
 
@@ -67,8 +68,8 @@ def test_mismatches_are_reported_by_name(tmp_path, tokenizer):
 def test_unreadable_checkpoint_is_one_line(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match=r"bad\.pt cannot be read as a checkpoint"):
-        read_state_dict(str(bad))
+    with pytest.raises(UserError, match=r"bad\.pt: cannot be read as a checkpoint"):
+        read_model_weights(str(bad))
     torch.save({"weights": 1}, tmp_path / "other.pt")
-    with pytest.raises(UserError, match=r"other\.pt has no state\['state'\]\['model'\]"):
-        read_state_dict(str(tmp_path / "other.pt"))
+    with pytest.raises(UserError, match=r"other\.pt: holds no model weights"):
+        read_model_weights(str(tmp_path / "other.pt"))

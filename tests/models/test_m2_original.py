@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from bertforge import registry
+from bertforge.checkpoints import read_model_weights
 from bertforge.convert.__main__ import main as convert_main
-from bertforge.convert.m2 import read_original_state
 from bertforge.errors import ConfigError, UserError
 from bertforge.models.convert.m2_original import (
     config_from_original,
@@ -91,7 +91,7 @@ def test_composer_checkpoint_form(tmp_path):
     fx = _fixture("standard")
     path = tmp_path / "ep1-ba10-rank0.pt"
     torch.save({"state": {"model": {f"model.{k}": v for k, v in fx["state_dict"].items()}}, "rng": None}, path)
-    state = normalize_keys(read_original_state(str(path)))
+    state = normalize_keys(read_model_weights(str(path)))
     assert sorted(state) == sorted(fx["state_dict"])
 
 
@@ -132,7 +132,7 @@ def test_unreadable_file_fails_naming_the_path(tmp_path):
     bad = tmp_path / "pytorch_model.bin"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match=f"{bad}: cannot be read as a checkpoint"):
-        read_original_state(str(bad))
+        read_model_weights(str(bad))
 
 
 def _tokenizer_folder(tmp_path: Path) -> str:
@@ -156,7 +156,7 @@ def _hf_repo(tmp_path: Path, fx: dict, state: dict) -> Path:
 def test_cli_writes_a_run_that_export_and_glue_load(tmp_path, capsys):
     from bertforge.config import load_config
     from bertforge.config.validate import from_dict
-    from bertforge.glue.checkpoint import load_encoder, read_state_dict
+    from bertforge.glue.checkpoint import load_encoder
     from bertforge.glue.config import GlueConfig
     from bertforge.glue.sweep import resolve
     from bertforge.train import build_model
@@ -184,7 +184,7 @@ def test_cli_writes_a_run_that_export_and_glue_load(tmp_path, capsys):
                                           "data_dir": None}))
     assert glue.model["name"] == "m2_bert" and glue.tokenizer == str(run / "tokenizer")
     classifier = registry.classifiers.build(glue.model, "model", registry_tokenizer(run), 2)
-    report = load_encoder(classifier, read_state_dict(glue.starting_checkpoint), glue.starting_checkpoint)
+    report = load_encoder(classifier, read_model_weights(glue.starting_checkpoint), glue.starting_checkpoint)
     assert report.loaded and not [k for k in report.fresh if ".layers." in k or ".embeddings." in k]
     # and back to the original layout, bit for bit
     convert_main(["to-m2-original", str(run), "--out", str(tmp_path / "back")])

@@ -28,39 +28,8 @@ from bertforge.models.convert.m2_original import (
 )
 from bertforge.models.m2.config import M2BertConfig
 
-WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
 CHECKPOINT = "ep0-ba0-rank0.pt"
 COMPOSER_PREFIX = "model."
-
-
-def _weights_path(path: str) -> str:
-    if os.path.isdir(path):
-        for name in WEIGHT_FILES:
-            if os.path.isfile(os.path.join(path, name)):
-                return os.path.join(path, name)
-        raise UserError(f"{path}: folder has none of {', '.join(WEIGHT_FILES)}")
-    if not os.path.isfile(path):
-        raise UserError(f"{path}: not found; give the original's pytorch_model.bin or Composer checkpoint")
-    return path
-
-
-def read_original_state(path: str) -> dict[str, torch.Tensor]:
-    """The tensors of an original checkpoint: a HF ``pytorch_model.bin`` / safetensors, or a Composer ``.pt``
-    (``state['state']['model']``); one line naming the path when it cannot be read."""
-    path = _weights_path(path)
-    try:
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            return load_file(path)
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # truncated, not a torch file, unpicklable
-        raise UserError(f"{path}: cannot be read as a checkpoint ({type(err).__name__})") from None
-    if isinstance(state, dict) and isinstance(state.get("state"), dict):
-        state = state["state"].get("model")
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"{path}: holds no state dict of tensors (a HF pytorch_model.bin or a Composer checkpoint)")
-    return state
 
 
 def read_original_config(path: str | None, weights: str) -> tuple[dict[str, Any], str]:
@@ -102,9 +71,10 @@ def import_m2_original(weights: str, out: str, config: str | None = None,
                        tokenizer: str = "bert-base-uncased") -> str:
     """Convert the original's checkpoint into the run folder ``out``; returns a report of what was done."""
     from bertforge import registry
+    from bertforge.checkpoints import read_model_weights
     from bertforge.data.tokenizer import load_tokenizer
 
-    state = read_original_state(weights)
+    state = read_model_weights(weights)
     raw, config_path = read_original_config(config, weights)
     embeddings = normalize_keys(state).get("bert.embeddings.word_embeddings.weight")
     cfg = config_from_original(raw, embeddings.shape[0] if embeddings is not None else None, config_path)

@@ -94,12 +94,10 @@ def find_source(source: str, glue_config: str | None = None, task: str | None = 
 
 def read_classifier_state(path: str) -> dict[str, torch.Tensor]:
     """The ``state['model']`` tensors of a GLUE job's ``model.pt`` (one UserError line when it is not one)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # not a torch file, truncated, or pickled objects beyond tensors
-        raise UserError(f"{path}: not a GLUE classifier checkpoint (cannot be read: {type(err).__name__})") from None
-    model = state.get("state", {}).get("model") if isinstance(state, dict) else None
-    if not isinstance(model, dict) or not any(k.startswith("model.classifier.") for k in model):
+    from bertforge.checkpoints import read_model_weights
+
+    model = read_model_weights(path, weights_only=True)
+    if not any(k.startswith("model.classifier.") for k in model):
         raise UserError(f"{path}: not a GLUE classifier checkpoint (no state['model'] with model.classifier.* "
                         "weights); give the model.pt of a GLUE job")
     return model

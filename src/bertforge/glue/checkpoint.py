@@ -1,4 +1,4 @@
-"""Starting points: read encoder weights from a Composer checkpoint or a Hugging Face folder, load them strictly.
+"""Starting points: load encoder weights (read by ``checkpoints.read_model_weights``) strictly.
 
 Nothing here knows a model family. A classifier from the registry names its new task head
 (``head_prefixes``, never loaded) and optional parts (``optional_prefixes``, loaded when present);
@@ -17,8 +17,6 @@ import torch
 from bertforge.checkpoints import checkpoint_of_run
 from bertforge.errors import UserError
 
-HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-
 
 def run_checkpoint(path: str | None) -> str | None:
     """A run folder (``config.yaml`` + ``checkpoints/latest-rank0.pt``) -> its latest checkpoint; None for anything
@@ -29,30 +27,6 @@ def run_checkpoint(path: str | None) -> str | None:
         return checkpoint_of_run(path, instead="name a checkpoint file")
     except UserError as err:
         raise UserError(f"starting_checkpoint: {err}") from None
-
-
-def read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """Weights of a Composer checkpoint (``state.model``), a finetuned-job file, or a Hugging Face folder."""
-    if os.path.isdir(path):
-        for name in HF_WEIGHT_FILES:
-            file = os.path.join(path, name)
-            if os.path.isfile(file):
-                if name.endswith(".safetensors"):
-                    from safetensors.torch import load_file
-
-                    return load_file(file)
-                return torch.load(file, map_location="cpu", weights_only=True)
-        raise UserError(f"starting_checkpoint: {path} has none of {', '.join(HF_WEIGHT_FILES)}")
-    if not os.path.isfile(path):
-        raise UserError(f"starting_checkpoint: {path} not found; give a Composer .pt file or a Hugging Face folder")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # truncated or not a torch file
-        raise UserError(f"starting_checkpoint: {path} cannot be read as a checkpoint ({type(err).__name__})") from None
-    model = state.get("state", {}).get("model") if isinstance(state, dict) else None
-    if not isinstance(model, dict):
-        raise UserError(f"starting_checkpoint: {path} has no state['state']['model']; is it a Composer checkpoint?")
-    return model
 
 
 def align_prefix(source: dict[str, torch.Tensor], target_keys: list[str]) -> dict[str, torch.Tensor]:

@@ -13,9 +13,10 @@ from composer.devices import DeviceGPU
 from composer.utils import reproducibility
 
 from bertforge import registry
+from bertforge.checkpoints import read_model_weights
 from bertforge.data.tokenizer import CLASSIFIER_REQUIRED, load_tokenizer
 from bertforge.errors import UserError
-from bertforge.glue.checkpoint import load_encoder, read_state_dict
+from bertforge.glue.checkpoint import load_encoder
 from bertforge.glue.config import GlueConfig, TaskSettings
 from bertforge.glue.data import Examples, TokenizedDataset, make_loader, read_hub, read_tsv, subset, tokenize_cached
 from bertforge.glue.tasks import METRIC_CLASSES, TASKS, TaskSpec
@@ -82,7 +83,7 @@ def build_model(cfg: GlueConfig, job: Job, tokenizer) -> torch.nn.Module:
     block = {**cfg.model, "pooling": job.settings.pooling}
     model = registry.classifiers.build(block, "model", tokenizer, spec.num_labels)
     if job.start:
-        load_encoder(model, read_state_dict(job.start), job.start)
+        load_encoder(model, read_model_weights(job.start, key="starting_checkpoint"), job.start)
     return model
 
 
