@@ -55,14 +55,18 @@ def test_two_task_sweep_chains_mnli_into_rte_then_reruns_from_cache(tmp_path):
 
 def _exported_mnli_job_gives_our_logits(job_dir: str, out) -> None:
     """The saved MNLI job of a real sweep exports (`python -m bertforge.export classifier <job>`) to a folder whose
-    AutoModelForSequenceClassification gives our classifier's logits (fp32, 1e-5) with MNLI's labels."""
+    AutoModelForSequenceClassification gives our classifier's logits (fp32, 1e-5) with MNLI's labels. The job's own
+    glue_config.json is enough: without the sweep's results.json (an unfinished sweep) the export needs no flags."""
     from transformers import AutoModelForSequenceClassification
 
     from bertforge.export.__main__ import main as export_main
     from bertforge.export.classifier import find_source, load_classifier
 
+    results = os.path.join(os.path.dirname(os.path.dirname(job_dir)), "results.json")
+    os.replace(results, results + ".aside")
     export_main(["classifier", job_dir, "--out", str(out)])
     ours = load_classifier(find_source(job_dir))
+    os.replace(results + ".aside", results)
     theirs = AutoModelForSequenceClassification.from_pretrained(out).eval()
     assert list(theirs.config.id2label.values()) == ["entailment", "neutral", "contradiction"]
     batch = ours.tokenizer(["a man sleeps", "two dogs run in the park"], ["he is awake", "animals move"],

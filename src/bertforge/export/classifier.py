@@ -25,6 +25,7 @@ from bertforge.glue.tasks import TASKS
 WEIGHTS = "model.pt"
 JOB_RECORD = "result.json"  # bertforge.glue.pool.RESULT_FILE
 SWEEP_RESULTS = "results.json"
+JOB_CONFIG = "glue_config.json"  # bertforge.glue.finetune.JOB_CONFIG
 REGRESSION_LABEL = "score"
 
 
@@ -59,18 +60,20 @@ def _weights_file(source: str) -> str:
 
 
 def _sweep_config(job_dir: str, glue_config: str | None) -> GlueConfig:
-    """The sweep's config: from ``glue_config`` (a GLUE YAML, resolved as the sweep resolves it), else from the
-    ``results.json`` two folders above the job folder."""
+    """The sweep's config: from ``glue_config`` (a GLUE YAML, resolved as the sweep resolves it), else the job's own
+    ``glue_config.json``, else the ``results.json`` two folders above the job folder (jobs saved before the former)."""
     from bertforge.config.validate import from_dict
     from bertforge.glue.config import load_glue_config
     from bertforge.glue.sweep import resolve
 
     if glue_config is not None:
         return resolve(dataclasses.replace(load_glue_config(glue_config), data_dir=None))
+    own = os.path.join(job_dir, JOB_CONFIG)
+    if os.path.isfile(own):
+        return from_dict(GlueConfig, _read_json(own), own)
     results = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(job_dir))), SWEEP_RESULTS)
     if not os.path.isfile(results):
-        raise UserError(f"{results} not found (the sweep writes it when it ends); pass the sweep's YAML with "
-                        "--glue-config")
+        raise UserError(f"{results} not found and {own} is missing; pass the sweep's YAML with --glue-config")
     record = _read_json(results)
     if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
         raise UserError(f"{results}: has no 'config'; is it a GLUE sweep's results.json?")

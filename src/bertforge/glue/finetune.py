@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -23,6 +25,8 @@ from bertforge.glue.tasks import METRIC_CLASSES, TASKS, TaskSpec
 from bertforge.runtime import composer_device, trainer_precision
 from bertforge.train import loop_hooks
 
+JOB_CONFIG = "glue_config.json"  # beside a saved job's model.pt: the resolved sweep config that rebuilds its model
+
 
 @dataclass
 class Job:
@@ -36,7 +40,7 @@ class Job:
     """Hash of everything that decides the result (the cache key)."""
     job_dir: str
     save: bool
-    """Keep the finetuned weights in ``{job_dir}/model.pt``."""
+    """Keep the finetuned weights in ``{job_dir}/model.pt``, with the sweep's config beside them (``JOB_CONFIG``)."""
 
     @property
     def name(self) -> str:
@@ -120,5 +124,7 @@ def run_job(cfg: GlueConfig, job: Job) -> dict[str, float]:
     if job.save:
         os.makedirs(job.job_dir, exist_ok=True)
         torch.save({"state": {"model": model.state_dict()}}, os.path.join(job.job_dir, "model.pt"))
+        with open(os.path.join(job.job_dir, JOB_CONFIG), "w") as f:  # what rebuilds the model, before the sweep ends
+            json.dump(dataclasses.asdict(cfg), f, indent=1, default=str)
     trainer.close()
     return results
