@@ -18,9 +18,10 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import torch
 from composer.core import Callback, State, Time, TimeUnit
 from composer.loggers import Logger
 from composer.optim import ComposerScheduler
@@ -30,6 +31,7 @@ from omegaconf import OmegaConf
 from bertforge.config.schema import TrainConfig
 from bertforge.config.validate import from_dict
 from bertforge.errors import ConfigError, join_key
+from bertforge.models.convert.rules import layout_difference, tensor_layout
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +160,36 @@ def plan_phases(cfg: TrainConfig, save_folder: str | None = None) -> list[Phase]
         raise ConfigError("save_folder", "a multi-phase run hands each phase to the next through its final "
                           "checkpoint; set save_folder")
     return phases
+
+
+def _layout(cfg: TrainConfig, build: Callable[[TrainConfig], torch.nn.Module]) -> dict[str, tuple] | None:
+    """The phase model's :func:`tensor_layout`, built on the meta device (None: building it loads weights there)."""
+    model = dict(cfg.model)
+    if model.get("pretrained"):  # hf_bert: the checkpoint's config at random init has the same layout
+        model["pretrained"] = False
+    try:
+        with torch.device("meta"):
+            return tensor_layout(build(replace(cfg, model=model)))
+    except RuntimeError as err:  # e.g. flexbert converting a checkpoint: transformers refuses to load on meta
+        log.info("phases: the model's weights are checked when each phase starts (%s)", str(err).splitlines()[0])
+        return None
+
+
+def check_handovers(phases: list[Phase], build: Callable[[TrainConfig], torch.nn.Module]) -> None:
+    """Before any phase trains: refuse (one line) a phase whose ``model_config`` changes the set, shapes or tying of
+    the weights it would take over from the phase before (Composer would fail at the switch, after that phase
+    trained). ``build`` makes a phase's model from its config; the models are built on the meta device."""
+    for before, phase in zip(phases, phases[1:]):
+        if before.cfg.model == phase.cfg.model:
+            continue
+        old, new = _layout(before.cfg, build), _layout(phase.cfg, build)
+        if old is None or new is None or old == new:
+            continue
+        was, now = before.cfg.model.get("model_config") or {}, phase.cfg.model.get("model_config") or {}
+        keys = ", ".join(f"{k}={now.get(k)!r}" for k in sorted(was.keys() | now.keys()) if was.get(k) != now.get(k))
+        raise ConfigError(join_key(f"phases[{phase.index}]", "model.model_config"), f"{keys} changes the weights "
+                          f"phase '{phase.name}' takes over from '{before.name}' ({layout_difference(old, new)}); "
+                          "a phase may change only what keeps every weight (e.g. rope_theta_global, dropout)")
 
 
 _FIELD_OF_UNIT = {TimeUnit.BATCH: "batch", TimeUnit.SAMPLE: "sample", TimeUnit.TOKEN: "token"}

@@ -38,6 +38,7 @@ from bertforge.parallel import mark_fsdp_units, parallelism_config
 from bertforge.phases import (
     Phase,
     PhaseMarker,
+    check_handovers,
     handover_transform,
     is_done,
     mark_done,
@@ -145,12 +146,24 @@ def training_objective(cfg: TrainConfig, tokenizer) -> str:
     return getattr(build_collator(cfg.train_loader, tokenizer, True, "train_loader"), "objective", "mlm")
 
 
+def check_learned_positions(model: torch.nn.Module, max_seq_len: int, key: str = "max_seq_len") -> None:
+    """Refuse (one line) a ``max_seq_len`` longer than a learned position table of ``model`` (BERT's absolute
+    positions), which would otherwise fail inside the first batch."""
+    for name, module in model.named_modules():
+        if name.endswith("position_embeddings") and isinstance(module, torch.nn.Embedding):
+            if module.num_embeddings < max_seq_len:
+                raise ConfigError(key, f"{max_seq_len} exceeds the model's {module.num_embeddings} learned "
+                                  f"positions ({name}); lower max_seq_len or raise "
+                                  "model.model_config.max_position_embeddings")
+
+
 def build_model(cfg: TrainConfig, tokenizer, objective: str | None = None):
     """The registry model set up for ``objective`` (default: the train collator's), its size printed once;
     packing is refused for models that cannot unpad."""
     model = registry.models.build(cfg.model, "model", tokenizer, transform=lambda kw: expand_paths(kw, cfg))
     if dist.get_global_rank() == 0:
         log.info("model '%s': %s", cfg.model["name"], describe_parameters(model))
+    check_learned_positions(model, cfg.max_seq_len)
     objective = objective or training_objective(cfg, tokenizer)
     if hasattr(model, "set_objective"):  # e.g. mdlm: the eval ELBO metric (Composer reads metrics once, at init)
         model.set_objective(objective)
@@ -289,6 +302,7 @@ def train_phases(cfg: TrainConfig) -> Trainer:
     for phase in phases:  # every phase's blocks and data, before any work
         validate(phase.cfg)
     tokenizer = build_tokenizer(cfg)
+    check_handovers(phases, lambda phase_cfg: build_model(phase_cfg, tokenizer))  # on the meta device, no weights
     prepare_run_dir(cfg, None)
     for phase in phases:
         if cfg.autoresume and phase is not phases[-1] and is_done(phase):

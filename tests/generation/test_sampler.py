@@ -168,7 +168,7 @@ def _minilm_dir():
 def test_prompt_alone_equals_prompt_in_padded_batch(kind, modernbert_lm):
     """RoPE (ModernBERT) and learned absolute positions (MiniLM's BERT): left padding changes nothing."""
     torch.manual_seed(0)  # MiniLM has no MLM head: a random one is drawn
-    model, tok = modernbert_lm if kind == "modernbert" else load_masked_lm(str(_minilm_dir()))
+    model, tok = modernbert_lm if kind == "modernbert" else load_masked_lm(str(_minilm_dir()), random_head=True)
     fn = logits_fn(model, len(tok))
     prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in
                ("Hi", "ROMEO: But soft, what light through yonder window breaks?", "First Citizen: Before we")]

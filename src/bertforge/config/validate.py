@@ -101,9 +101,10 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def from_dict(cls: type, data: dict, key: str = "") -> Any:
-    """Build dataclass ``cls`` from ``data``: unknown keys, missing keys and bad types fail by name."""
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+def check_fields(cls: type, data: dict, key: str = "") -> dict:
+    """``data``'s keys are fields of dataclass ``cls`` and its values have their types (coerced values returned),
+    without building ``cls``: for values that go on top of another config (e.g. a converted checkpoint's)."""
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     for name in data:
         if name not in fields:
@@ -111,6 +112,14 @@ def from_dict(cls: type, data: dict, key: str = "") -> Any:
                 join_key(key, name),
                 f"unknown key{did_you_mean(name, fields)}; {_valid_keys(fields)}",
             )
+    return {name: coerce(value, hints[name], join_key(key, name)) for name, value in data.items()}
+
+
+def from_dict(cls: type, data: dict, key: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``: unknown keys, missing keys and bad types fail by name."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    check_fields(cls, data, key)
     kwargs = {}
     for name, field in fields.items():
         sub = join_key(key, name)

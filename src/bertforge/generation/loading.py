@@ -3,6 +3,7 @@ sampler's ``(input_ids, attention_mask) -> logits`` callable."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,26 @@ def logits_fn(module: torch.nn.Module, vocab_size: int | None = None) -> ModelFn
 
 
 def model_max_length(config: Any) -> int | None:
-    """The longest sequence the model takes (``max_position_embeddings``), or None when it does not say."""
-    return getattr(config, "max_position_embeddings", None)
+    """The longest sequence the model takes (``max_position_embeddings``, less the ``pad_token_id + 1`` rows that
+    RoBERTa and its kin skip), or None when it does not say."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is None or not _numbers_positions_after_padding(config):
+        return limit
+    return limit - config.pad_token_id - 1
+
+
+def _numbers_positions_after_padding(config: Any) -> bool:
+    """Whether the transformers masked LM of ``config`` numbers its positions from ``pad_token_id + 1`` (the modeling
+    modules of RoBERTa, XLM-R, CamemBERT, MPNet ... define ``create_position_ids_from_input_ids``)."""
+    from transformers import PretrainedConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING
+
+    if not isinstance(config, PretrainedConfig) or config.pad_token_id is None:
+        return False
+    if type(config) not in MODEL_FOR_MASKED_LM_MAPPING:
+        return False
+    module = sys.modules[MODEL_FOR_MASKED_LM_MAPPING[type(config)].__module__]
+    return hasattr(module, "create_position_ids_from_input_ids")
 
 
 def check_mask_token(tokenizer: Any, where: str) -> int:
@@ -39,11 +58,12 @@ def check_mask_token(tokenizer: Any, where: str) -> int:
     return tokenizer.mask_token_id
 
 
-def load_masked_lm(folder: str, device: str | torch.device = "cpu",
-                   dtype: torch.dtype | None = None) -> tuple[torch.nn.Module, Any]:
+def load_masked_lm(folder: str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, *,
+                   random_head: bool = False) -> tuple[torch.nn.Module, Any]:
     """``AutoModelForMaskedLM`` and ``AutoTokenizer`` from ``folder`` (a local folder or a Hub name), in eval mode
-    on ``device``; a missing folder, a model that is not a masked LM, or a tokenizer without a mask token is one
-    line naming the folder."""
+    on ``device``; a missing folder, a model that is not a masked LM, weights without the masked-LM head (unless
+    ``random_head``: tests of the sampler's mechanics) or a tokenizer without a mask token is one line naming the
+    folder."""
     from transformers import AutoConfig, AutoModelForMaskedLM
 
     path = Path(folder).expanduser()
@@ -54,10 +74,16 @@ def load_masked_lm(folder: str, device: str | torch.device = "cpu",
     name = str(path) if path.exists() else folder
     try:
         config = AutoConfig.from_pretrained(name)
-        model = AutoModelForMaskedLM.from_pretrained(name, config=config, dtype=dtype)
+        model, info = AutoModelForMaskedLM.from_pretrained(name, config=config, dtype=dtype, output_loading_info=True)
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0]
         raise UserError(f"{folder}: cannot load a masked LM ({first})") from None
+    missing = sorted(info["missing_keys"])
+    if missing and not random_head:  # transformers filled them at random: the samples would be noise
+        saved = ", ".join(config.architectures or [config.model_type])
+        raise UserError(f"{folder}: holds {saved}, without the masked-LM weights {', '.join(missing[:3])}"
+                        f"{f' and {len(missing) - 3} more' if len(missing) > 3 else ''}; pass a folder saved from a "
+                        f"{type(model).__name__} (e.g. runs/<run>/hf)")
     tokenizer = load_tokenizer(name, key=folder, required=())
     check_mask_token(tokenizer, folder)
     if len(tokenizer) > model.config.vocab_size:

@@ -23,7 +23,7 @@ from bertforge.glue.config import GlueConfig, TaskSettings
 from bertforge.glue.data import Examples, TokenizedDataset, make_loader, read_hub, read_tsv, subset, tokenize_cached
 from bertforge.glue.tasks import METRIC_CLASSES, TASKS, TaskSpec
 from bertforge.runtime import composer_device, trainer_precision
-from bertforge.train import loop_hooks
+from bertforge.train import check_learned_positions, loop_hooks
 
 JOB_CONFIG = "glue_config.json"  # beside a saved job's model.pt: the resolved sweep config that rebuilds its model
 
@@ -86,6 +86,7 @@ def build_model(cfg: GlueConfig, job: Job, tokenizer) -> torch.nn.Module:
     spec = TASKS[job.task]
     block = {**cfg.model, "pooling": job.settings.pooling}
     model = registry.classifiers.build(block, "model", tokenizer, spec.num_labels)
+    check_learned_positions(model, job.settings.max_seq_len, f"task_settings.{job.task}.max_seq_len")
     if job.start:
         load_encoder(model, read_model_weights(job.start, key="starting_checkpoint"), job.start)
     return model

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
+import logging
 from typing import Any, NamedTuple
 
 import torch
@@ -17,12 +19,14 @@ from bertforge.models.common.nsp import first_token, pair_labels
 from bertforge.models.common.vocab import check_vocab, padded_vocab_size
 from bertforge.models.composer import apply_objective, with_pair_loss
 from bertforge.models.convert.bert import nsp_export_refusal, to_bert_pretraining
+from bertforge.models.convert.rules import layout_difference, tensor_layout
 from bertforge.models.export import save_hf_folder
 from bertforge.models.flops import FlopsPerBatch
 from bertforge.models.metrics import MDLMNegativeELBO, NSPAccuracy, mlm_metrics
 from bertforge.registry import models
 
 KEY = "model"
+log = logging.getLogger(__name__)
 CHECKPOINTING = "activation_checkpointing"
 """A ``model_config`` key read here (transformers' own gradient checkpointing), never set on the transformers config."""
 
@@ -205,6 +209,41 @@ def build_config(tokenizer, model_type: str, pretrained_model_name: str | None, 
     return config
 
 
+def _meta_layout(config: PretrainedConfig, changes: dict) -> dict[str, tuple]:
+    """:func:`tensor_layout` of the masked LM that ``config`` with ``changes`` builds (on the meta device)."""
+    config = copy.deepcopy(config)
+    for name, value in changes.items():
+        setattr(config, name, value)
+    with torch.device("meta"):
+        return tensor_layout(AutoModelForMaskedLM.from_config(config))
+
+
+def check_pretrained_overrides(name: str, model_config: dict) -> None:
+    """Before loading ``name``'s weights: log the ``model_config`` values that replace the checkpoint's, and refuse
+    (one line naming them) those that add, drop, reshape or untie a weight, which transformers would fill at random,
+    discard, or fail on with a multi-line error."""
+    source = AutoConfig.from_pretrained(name)
+    changed = {k: v for k, v in model_config.items() if k != CHECKPOINTING and getattr(source, k, None) != v}
+    if not changed:
+        return
+    log.warning("%s.model_config on top of '%s': %s", KEY, name,
+                ", ".join(f"{k} {getattr(source, k, None)!r} -> {v!r}" for k, v in changed.items()))
+    before, after = _meta_layout(source, {}), _meta_layout(source, changed)
+    if before == after:
+        return
+    culprits = []
+    for key, value in changed.items():  # one at a time; a pair that only fails together (width, heads) names both
+        try:
+            if _meta_layout(source, {key: value}) != before:
+                culprits.append(key)
+        except (ValueError, TypeError, AttributeError):
+            culprits.append(key)
+    keys = ", ".join(f"{k}={changed[k]!r}" for k in culprits or changed)
+    raise ConfigError(f"{KEY}.model_config", f"{keys} changes the weights of '{name}' "
+                      f"({layout_difference(before, after)}), which would start at random or be dropped; remove it, "
+                      "or set pretrained: false to train that config from scratch")
+
+
 @models.register("hf_bert", config_class=model_config_class)
 def build_hf_mlm(
     tokenizer: Any,
@@ -222,6 +261,7 @@ def build_hf_mlm(
         raise ConfigError(f"{KEY}.pretrained", "is true but no pretrained_model_name is given")
     config = build_config(tokenizer, model_type, pretrained_model_name, model_config or {}, pad_vocab_to_multiple_of)
     if pretrained:
+        check_pretrained_overrides(pretrained_model_name, model_config or {})
         model = AutoModelForMaskedLM.from_pretrained(pretrained_model_name, config=config)
     else:
         model = AutoModelForMaskedLM.from_config(config)

@@ -10,6 +10,7 @@ through :func:`rename_exact` and :func:`load_exact`, which fail on any tensor le
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,7 @@ from bertforge.errors import ConfigError, UserError
 from bertforge.models.flexbert.config import FlexBertConfig
 
 FLEXBERT_FIELDS = tuple(f.name for f in dataclasses.fields(FlexBertConfig))
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,12 @@ def import_config(hf: Any, table: dict[str, Rule], form: dict[str, Any], overrid
     that architecture, then ``overrides``; one ConfigError line naming every field it cannot express."""
     values, problems = apply_rules(hf, table, type(hf)().to_dict(), "", "converted to FlexBERT")
     raise_problems(problems, type(hf).__name__)
-    return FlexBertConfig(**{**values, **form, **overrides})
+    source = {**values, **form}
+    changed = {k: v for k, v in overrides.items() if k in source and source[k] != v}
+    if changed:  # applied as asked, but never silently: they change the converted model
+        log.warning("model.model_config on top of the converted %s: %s", type(hf).__name__,
+                    ", ".join(f"{k} {source[k]!r} -> {v!r}" for k, v in changed.items()))
+    return FlexBertConfig(**{**source, **overrides})
 
 
 def export_fields(cfg: FlexBertConfig, table: dict[str, Rule], target: str) -> tuple[dict[str, Any], list[str]]:
@@ -138,9 +145,35 @@ def rename_exact(state: dict[str, torch.Tensor], names: dict[str, str], ignored:
 
 def load_exact(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
     """Load ``state`` into ``module`` with every parameter and persistent buffer filled and nothing left over."""
+    own = module.state_dict()
+    reshaped = [f"{k} {tuple(v.shape)} here, {tuple(state[k].shape)} given" for k, v in own.items()
+                if k in state and v.shape != state[k].shape]
+    if reshaped:  # load_state_dict would raise a multi-line RuntimeError
+        raise UserError(f"{what}: tensors of another shape: {'; '.join(sorted(reshaped))}")
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise UserError(f"{what}: tensors missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+
+
+def tensor_layout(module: torch.nn.Module, ties: bool = True) -> dict[str, tuple]:
+    """What a checkpoint must fit: name -> (shape, the first name of the same tensor when ``ties``, i.e. tied
+    weights) for every parameter and persistent buffer. Cheap on the meta device."""
+    first: dict[int, str] = {}
+    return {name: (tuple(t.shape), first.setdefault(id(t), name) if ties else name)
+            for name, t in module.state_dict(keep_vars=True).items()}
+
+
+def layout_difference(old: dict[str, tuple], new: dict[str, tuple], shown: int = 3) -> str:
+    """The first ``shown`` tensors whose presence, shape or tying differ between two :func:`tensor_layout`s."""
+
+    def describe(name: str, entry: tuple | None) -> str:
+        if entry is None:
+            return "absent"
+        return str(entry[0]) + (f" tied to {entry[1]}" if entry[1] != name else "")
+
+    names = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    parts = [f"{k} {describe(k, old.get(k))} -> {describe(k, new.get(k))}" for k in names[:shown]]
+    return "; ".join(parts) + (f"; {len(names) - shown} more" if len(names) > shown else "")
 
 
 def same_tensor(a: torch.Tensor, b: torch.Tensor, what: str) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Literal
 
 from transformers import AutoConfig, AutoModelForMaskedLM
 
-from bertforge.config.validate import from_dict
+from bertforge.config.validate import check_fields, from_dict
 from bertforge.errors import ConfigError, UserError
 from bertforge.models.classifier import ClassifierComposerModel, SequenceClassifier
 from bertforge.models.common.vocab import check_vocab, padded_vocab_size
@@ -51,8 +52,26 @@ def _from_pretrained(name: str, overrides: dict) -> FlexBertForMaskedLM:
         log.warning("model.pretrained_model_name: '%s' has no %s; they start from random values (fine for "
                     "finetuning or continued pretraining, not for using its MLM head as is)", name,
                     ", ".join(sorted(info["missing_keys"])))
+    _check_dropped(name, info["unexpected_keys"])
     load_exact(model, to_state(source.state_dict(), cfg), name)
     return model
+
+
+NOT_MLM = re.compile(r"(^|\.)(pooler|seq_relationship|classifier|position_ids)(\.|$)")
+"""Checkpoint tensors a masked LM has no place for by design: BERT's pooler and NSP head, a task classifier."""
+
+
+def _check_dropped(name: str, dropped: list[str]) -> None:
+    """Refuse a checkpoint whose tensors transformers' masked LM left out (other than :data:`NOT_MLM`): the model
+    would compute something else than the source; say which task head is not carried over."""
+    foreign = sorted(k for k in dropped if not NOT_MLM.search(k))
+    if foreign:
+        raise UserError(f"model.pretrained_model_name: '{name}' has tensors its masked LM does not use "
+                        f"({', '.join(foreign[:3])}{f' and {len(foreign) - 3} more' if len(foreign) > 3 else ''}); "
+                        "is it a BERT or ModernBERT checkpoint of another architecture?")
+    if any("classifier" in k for k in dropped):
+        log.warning("model.pretrained_model_name: '%s' holds a task classifier; it is not carried over (the "
+                    "encoder is, and a GLUE run starts a new head with the task's pooling)", name)
 
 
 _IMPORTERS = {"modernbert": (flexbert_config_from_modernbert, flexbert_state_from_modernbert),
@@ -62,7 +81,7 @@ _IMPORTERS = {"modernbert": (flexbert_config_from_modernbert, flexbert_state_fro
 def _mlm_module(tokenizer: Any, model_config: dict | None, pretrained_model_name: str | None) -> FlexBertForMaskedLM:
     overrides = dict(model_config or {})
     if pretrained_model_name:
-        from_dict(FlexBertConfig, overrides, KEY)  # check the keys before loading anything
+        overrides = check_fields(FlexBertConfig, overrides, KEY)  # names and types; values go on the checkpoint's
         module = _from_pretrained(pretrained_model_name, overrides)
     else:
         cfg = from_dict(FlexBertConfig, overrides, KEY)
