@@ -178,11 +178,15 @@ def _layout(cfg: TrainConfig, build: Callable[[TrainConfig], torch.nn.Module]) -
 def check_handovers(phases: list[Phase], build: Callable[[TrainConfig], torch.nn.Module]) -> None:
     """Before any phase trains: refuse (one line) a phase whose ``model_config`` changes the set, shapes or tying of
     the weights it would take over from the phase before (Composer would fail at the switch, after that phase
-    trained). ``build`` makes a phase's model from its config; the models are built on the meta device."""
-    for before, phase in zip(phases, phases[1:]):
-        if before.cfg.model == phase.cfg.model:
-            continue
-        old, new = _layout(before.cfg, build), _layout(phase.cfg, build)
+    trained). ``build`` makes a phase's model from its config (and may check it against the phase's other keys, e.g.
+    ``max_seq_len``); the models are built on the meta device."""
+    layouts = []
+    for phase in phases:  # ``build``'s own checks run on every phase's config; their errors name the phase
+        try:
+            layouts.append(_layout(phase.cfg, build))
+        except ConfigError as err:
+            raise ConfigError(join_key(f"phases[{phase.index}]", err.key), str(err).split(": ", 1)[-1]) from None
+    for (before, old), (phase, new) in zip(zip(phases, layouts), zip(phases[1:], layouts[1:])):
         if old is None or new is None or old == new:
             continue
         was, now = before.cfg.model.get("model_config") or {}, phase.cfg.model.get("model_config") or {}

@@ -211,7 +211,7 @@ def test_flexbert_override_errors_name_the_source_not_flexbert_defaults(tok, tmp
 
 
 def test_max_seq_len_beyond_the_learned_positions_is_refused_at_build(tok):
-    """Before: a multi-line RuntimeError inside the first training batch."""
+    """Before: a multi-line RuntimeError inside the first training batch (of the phase that raised it)."""
     from bertforge.train import build_model
 
     cfg = load_config(QUICKSTART_YAML, ["max_seq_len=256"])
@@ -219,3 +219,7 @@ def test_max_seq_len_beyond_the_learned_positions_is_refused_at_build(tok):
                                           r"\(model\.bert\.embeddings\.position_embeddings\)"):
         build_model(cfg, tok, "mlm")
     assert build_model(load_config(QUICKSTART_YAML, ["max_seq_len=128"]), tok, "mlm") is not None
+    phases = _phases({})
+    phases[1].cfg.max_seq_len = 256
+    with pytest.raises(ConfigError, match=r"^phases\[1\]\.max_seq_len: 256 exceeds the model's 128 learned"):
+        check_handovers(phases, lambda cfg: build_model(cfg, tok, "mlm"))
