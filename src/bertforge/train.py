@@ -30,7 +30,7 @@ from bertforge.data.mds_checks import check_pairs_fit, read_meta, split_dir
 from bertforge.data.packing import documents_in_batch
 from bertforge.data.streams import check_sources, sources
 from bertforge.data.text import build_collator, build_text_dataloader
-from bertforge.data.tokenizer import tokenizer_for_run
+from bertforge.data.tokenizer import tokenizer_for_run, vocab_fingerprint
 from bertforge.errors import ConfigError, UserError
 from bertforge.models.export import export_refusal
 from bertforge.models.params import describe_parameters
@@ -116,13 +116,28 @@ def build_tokenizer(cfg: TrainConfig):
     dist.barrier()
     if dist.get_global_rank() != 0:
         tokenizer = tokenizer_for_run(*args)
-    for folder, meta in metas:
-        if meta.get("vocab_size") and meta["vocab_size"] > len(tokenizer):
-            raise UserError(
-                f"tokenizer.name: {folder} was tokenized with {meta['vocab_size']} tokens but "
-                f"'{tok.name}' has {len(tokenizer)}; use the tokenizer named in {folder}/bertforge_meta.json"
-            )
+    check_data_tokenizer(cfg, tokenizer)
     return tokenizer
+
+
+def check_data_tokenizer(cfg: TrainConfig, tokenizer) -> None:
+    """Refuse (one line) training or evaluating on token ids written by another tokenizer than the run's: its
+    vocabulary or special-token ids differ (``tokenizer_fingerprint`` in the data's meta), or it has fewer tokens."""
+    found = sources(cfg.train_loader.dataset, "train_loader.dataset")
+    if cfg.eval_loader is not None:
+        found += sources(cfg.eval_loader.dataset, "eval_loader.dataset")
+    ours = None
+    for src in found:
+        meta = read_meta(src.data_dir)
+        fix = f"set tokenizer.name to the tokenizer named in {src.data_dir}/bertforge_meta.json, or convert again"
+        if meta.get("vocab_size") and meta["vocab_size"] > len(tokenizer):
+            raise UserError(f"tokenizer.name: {src.data_dir} was tokenized with {meta['vocab_size']} tokens but "
+                            f"'{cfg.tokenizer.name}' has {len(tokenizer)}; {fix}")
+        if meta.get("tokenizer_fingerprint"):
+            ours = ours or vocab_fingerprint(tokenizer)
+            if meta["tokenizer_fingerprint"] != ours:
+                raise UserError(f"tokenizer.name: {src.data_dir} holds ids of tokenizer '{meta.get('tokenizer')}', "
+                                f"whose vocabulary or special tokens differ from '{cfg.tokenizer.name}'; {fix}")
 
 
 def compile_unavailable_reason(device) -> str | None:
@@ -303,6 +318,8 @@ def train_phases(cfg: TrainConfig) -> Trainer:
         validate(phase.cfg)
     tokenizer = build_tokenizer(cfg)
     check_handovers(phases, lambda phase_cfg: build_model(phase_cfg, tokenizer))  # on the meta device, no weights
+    for phase in phases:  # a phase may read other data
+        check_data_tokenizer(phase.cfg, tokenizer)
     prepare_run_dir(cfg, None)
     for phase in phases:
         if cfg.autoresume and phase is not phases[-1] and is_done(phase):

@@ -153,6 +153,34 @@ def test_ids_dataset_with_other_tokenizer_fails(sample_mds, tmp_path):
         build_tokenizer(_cfg(mds, tmp_path))
 
 
+def test_ids_written_by_another_tokenizer_of_more_tokens_fail(tmp_path):
+    """Before: only a smaller vocabulary was refused, so bert-base-uncased ids trained silently under ModernBERT's
+    tokenizer (50368 tokens). The data's tokenizer_fingerprint decides; the same tokenizer at another path passes."""
+    import shutil
+
+    from bertforge.data.convert import convert
+    from bertforge.train import build_tokenizer
+    from tests.conftest import SAMPLE_TEXT, SHARED_DATA
+
+    bert = SHARED_DATA / "tokenizers" / "bert-base-uncased"
+    head = tmp_path / "head.txt"
+    head.write_text("\n".join(SAMPLE_TEXT.read_text(encoding="utf-8").splitlines()[:200]) + "\n", encoding="utf-8")
+    mds = tmp_path / "mds"
+    convert(head, mds, tokenizer=str(bert), splits="train,val")
+    assert len(json.loads((mds / "bertforge_meta.json").read_text())["tokenizer_fingerprint"]) == 16
+    other = SHARED_DATA / "tokenizers" / "modernbert"
+    with pytest.raises(UserError, match=rf"^tokenizer\.name: {mds} holds ids of tokenizer '{bert}', whose vocabulary "
+                                        rf"or special tokens differ from '{other}'"):
+        build_tokenizer(_named(mds, tmp_path, other))
+    copy = tmp_path / "same-tokenizer"
+    shutil.copytree(bert, copy)
+    assert len(build_tokenizer(_named(mds, tmp_path, copy))) == 30522
+
+
+def _named(mds: Path, tmp_path: Path, tokenizer: Path) -> TrainConfig:
+    return load_config(QUICKSTART_YAML, [*tiny_overrides(mds, tmp_path / "run"), f"tokenizer.name={tokenizer}"])
+
+
 def test_cli_user_error_is_one_line_exit_2(tmp_path):
     result = run_main([str(QUICKSTART_YAML), "optimizer.lrr=0.1"], timeout=120)
     assert result.returncode == 2

@@ -428,8 +428,11 @@ def convert(inputs: Sequence[str | Path] | str | Path | None, out: str | Path, *
             pool.close()
             pool.join()
 
+    from bertforge.data.tokenizer import vocab_fingerprint
+
     meta = {"format": "sft" if sft else "tokens" if tok is not None else "text", "tokenizer": tokenizer,
-            "vocab_size": len(tok) if tok is not None else None, "text_field": text_field,
+            "vocab_size": len(tok) if tok is not None else None,
+            "tokenizer_fingerprint": vocab_fingerprint(tok) if tok is not None else None, "text_field": text_field,
             "doc_separator": doc_separator, "concat_tokens": concat_tokens, "inputs": sources,
             "splits": written, "trained_tokenizer": None} | ({"sft": stats.meta()} if stats else {})
     if train_tokenizer is not None:

@@ -359,7 +359,10 @@ def convert_pairs(jobs: Sequence[tuple[str | None, Sequence[Callable[[], Iterabl
                 count += len(records)
                 bar.update(stop - start)
         written[name], random_b[name] = count, round(ones / max(count, 1), 4)
-    meta = meta | {"format": PAIRS_FORMAT, "vocab_size": len(tok), "concat_tokens": None, "splits": written,
+    from bertforge.data.tokenizer import vocab_fingerprint
+
+    meta = meta | {"format": PAIRS_FORMAT, "vocab_size": len(tok), "tokenizer_fingerprint": vocab_fingerprint(tok),
+                   "concat_tokens": None, "splits": written,
                    "trained_tokenizer": None, "objective": options.objective, "max_seq_len": options.max_seq_len,
                    "pairs": asdict(options) | {"max_predictions_per_seq": options.max_predictions, "seed": seed,
                                                "label_1_share": random_b, **stats}}

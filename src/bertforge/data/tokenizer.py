@@ -23,6 +23,18 @@ PREFIX = "##"
 log = logging.getLogger(__name__)
 
 
+def vocab_fingerprint(tokenizer: Any) -> str:
+    """A short hash of what token ids mean to ``tokenizer``: its vocabulary (token -> id) and which ids its special
+    tokens take. Equal for two tokenizers whose ids a model can share; data records it (``bertforge_meta.json``)."""
+    import hashlib
+    import json
+
+    specials = {name: getattr(tokenizer, f"{name}_token_id", None)
+                for name in ("pad", "mask", "cls", "sep", "unk", "bos", "eos")}
+    payload = json.dumps([sorted(tokenizer.get_vocab().items()), specials], separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
 def load_tokenizer(name: str, key: str = "tokenizer.name",
                    required: tuple[str, ...] = REQUIRED) -> PreTrainedTokenizerBase:
     """``AutoTokenizer.from_pretrained(name)``, checked to have the ``required`` special tokens (default:
