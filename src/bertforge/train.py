@@ -28,6 +28,7 @@ from bertforge.checkpoints import discard_incomplete_checkpoints, resolve_resume
 from bertforge.config import TrainConfig, load_config
 from bertforge.data.mds_checks import check_pairs_fit, read_meta, split_dir
 from bertforge.data.packing import documents_in_batch
+from bertforge.data.sft import carry_chat_template
 from bertforge.data.streams import check_sources, sources
 from bertforge.data.text import build_collator, build_text_dataloader
 from bertforge.data.tokenizer import tokenizer_for_run, vocab_fingerprint
@@ -117,6 +118,7 @@ def build_tokenizer(cfg: TrainConfig):
     if dist.get_global_rank() != 0:
         tokenizer = tokenizer_for_run(*args)
     check_data_tokenizer(cfg, tokenizer)
+    carry_chat_template(tokenizer, metas)
     return tokenizer
 
 

@@ -128,8 +128,8 @@ def test_convert_sft_writes_ids_and_prompt_lengths(tok, tmp_path, caplog):
                      "--max-seq-len", "48", "--splits", "train", "--num-workers", "2"])
     assert "dropped 1 examples whose prompt alone has 48 tokens" in caplog.text
     assert meta["format"] == "sft" and meta["splits"] == {"train": 19}
-    assert meta["sft"] == {"chat_template": "plain", "end_marker_id": tok.sep_token_id, "max_seq_len": 48,
-                           "long_answers": "cut", "dropped": 1, "truncated_responses": 1}
+    assert meta["sft"] == {"chat_template": "plain", "template_text": None, "end_marker_id": tok.sep_token_id,
+                           "max_seq_len": 48, "long_answers": "cut", "dropped": 1, "truncated_responses": 1}
     assert json.loads((out / META_NAME).read_text()) == meta
     from streaming import LocalDataset
 
@@ -251,3 +251,33 @@ def test_quickstart_sft_yaml_validates():
     mdlm = load_config(REPO / "yamls" / "generative" / "quickstart-mdlm.yaml")
     assert cfg.model == mdlm.model and cfg.max_seq_len == mdlm.max_seq_len == 128  # its checkpoint loads here
     registry.models.validate(cfg.model, "model")
+
+
+def test_the_run_tokenizer_prompts_as_the_sft_data_was_rendered(tok, tmp_path):
+    """Before: data rendered with a template file trained a model whose tokenizer had none, so chat.py prompted it
+    with the plain template. The template text travels in bertforge_meta.json (the file may be gone)."""
+    from bertforge.config import load_config
+    from bertforge.data.sft import carry_chat_template
+    from bertforge.train import build_tokenizer
+    from tests.conftest import REPO
+
+    template = tmp_path / "chat.jinja"
+    template.write_text(TEMPLATE)
+    path = tmp_path / "alpaca.json"
+    path.write_text(json.dumps(ALPACA * 4))
+    mds = tmp_path / "mds"
+    convert(path, mds, tokenizer=str(TOKENIZER), splits="train", sft=SFTOptions(64, chat_template=str(template)))
+    trained = encoder(tok, 64, chat_template=str(template)).prompt_ids([to_messages(ALPACA[0], "r")[0]])
+    template.unlink()
+    cfg = load_config(REPO / "yamls" / "generative" / "quickstart-sft.yaml",
+                      [f"run_dir={tmp_path / 'run'}", f"tokenizer.name={TOKENIZER}",
+                       f"train_loader.dataset.local={mds}", "eval_loader=null"])
+    run_tok = build_tokenizer(cfg)
+    assert run_tok.chat_template == TEMPLATE
+    assert encoder(run_tok, 64).prompt_ids([to_messages(ALPACA[0], "r")[0]]) == trained  # chat.py's 'auto'
+
+    plain = json.loads((mds / META_NAME).read_text()) | {"sft": {"chat_template": "plain", "template_text": None}}
+    carry_chat_template(run_tok, [("plain-data", plain)])
+    assert run_tok.chat_template is None  # trained on the plain template: the tokenizer's own is not used
+    with pytest.raises(UserError, match=r"^train_loader: the SFT sources a, b were rendered with different chat "):
+        carry_chat_template(run_tok, [("a", plain), ("b", json.loads((mds / META_NAME).read_text()))])

@@ -252,9 +252,45 @@ class SFTStats:
         if self.truncated:
             log.warning("sft: cut %d responses to fit %d tokens (no end marker after a cut answer)",
                         self.truncated, n)
-        return {"chat_template": self.encoder.describe(), "end_marker_id": self.encoder.end_id,
+        return {"chat_template": self.encoder.describe(), "template_text": self.encoder.template,
+                "end_marker_id": self.encoder.end_id,
                 "max_seq_len": n, "long_answers": self.encoder.options.long_answers, "dropped": self.dropped,
                 "truncated_responses": self.truncated}
+
+
+def data_template(sft_meta: dict) -> tuple[bool, str | None]:
+    """(known, Jinja text) of the chat template an SFT folder was rendered with (text None: the plain template);
+    folders converted before ``template_text`` was recorded are read from the template file when it is there."""
+    if "template_text" in sft_meta:
+        return True, sft_meta["template_text"]
+    name = sft_meta.get("chat_template")
+    if name == "plain":
+        return True, None
+    path = Path(str(name)).expanduser()
+    return (True, path.read_text(encoding="utf-8")) if name != "tokenizer" and path.is_file() else (False, None)
+
+
+def carry_chat_template(tokenizer: Any, folders: Sequence[tuple[str, dict]]) -> None:
+    """Give the run's tokenizer the chat template its SFT data (``(folder, bertforge_meta)`` pairs) was rendered
+    with, none for the plain template, so ``chat.py``, ``generate.py --chat``, lm-eval and the exported folder
+    prompt the model as it was trained. Sources rendered with different templates are refused in one line."""
+    used = {}
+    for folder, meta in folders:
+        if meta.get("sft"):
+            known, text = data_template(meta["sft"])
+            if not known:
+                log.warning("sft: %s does not record its chat template; the tokenizer's is kept", folder)
+                continue
+            used[folder] = text
+    if len(set(used.values())) > 1:
+        raise UserError(f"train_loader: the SFT sources {', '.join(used)} were rendered with different chat "
+                        "templates; convert them with one --chat-template, so the model is prompted one way")
+    if used:
+        text = next(iter(used.values()))
+        if text != getattr(tokenizer, "chat_template", None):
+            log.info("tokenizer: chat template set to the one the SFT data was rendered with (%s)",
+                     "the plain template" if text is None else "from bertforge_meta.json")
+            tokenizer.chat_template = text
 
 
 def add_sft_arguments(parser: argparse.ArgumentParser) -> None:
