@@ -90,6 +90,29 @@ def test_model_and_tokenizer_come_from_the_pretraining_run(tmp_path):
         resolve(from_dict(GlueConfig, tiny_sweep(tmp_path / "out", model=None)))
 
 
+def test_a_tokenizer_other_than_the_pretraining_runs_is_refused(tmp_path):
+    """Before: any tokenizer of a fitting size finetuned silently on ids the encoder never saw."""
+    import shutil
+
+    from tests.conftest import SHARED_DATA
+
+    bert, modernbert = (SHARED_DATA / "tokenizers" / name for name in ("bert-base-uncased", "modernbert"))
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "latest-rank0.pt").write_bytes(b"x")
+    (run / "config.yaml").write_text(f"model: {{name: hf_bert}}\ntokenizer: {{name: {bert}}}\n")
+    start = str(run / "checkpoints" / "latest-rank0.pt")
+    named = resolve(from_dict(GlueConfig, tiny_sweep(tmp_path / "out", tokenizer=None, starting_checkpoint=start)))
+    assert named.tokenizer == str(bert)  # a run with a named tokenizer saves none: its config names it
+    with pytest.raises(UserError, match=rf"^tokenizer: '{modernbert}' is not the tokenizer .*latest-rank0\.pt was "
+                                        rf"trained with \('{bert}'\)"):
+        resolve(from_dict(GlueConfig, tiny_sweep(tmp_path / "out", tokenizer=str(modernbert),
+                                                 starting_checkpoint=start)))
+    shutil.copytree(bert, run / "tokenizer")  # saved with the run; the same tokenizer at another path passes
+    cfg = resolve(from_dict(GlueConfig, tiny_sweep(tmp_path / "out", tokenizer=str(bert), starting_checkpoint=start)))
+    assert cfg.tokenizer == str(bert)
+
+
 def test_glue_py_user_error_is_one_line_and_exit_code_2():
     import subprocess
     import sys

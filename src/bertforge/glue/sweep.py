@@ -50,10 +50,13 @@ def resolve(cfg: GlueConfig) -> GlueConfig:
         extra = [p for p in run.get("code_paths") or [] if p not in code_paths]
         registry.import_code_paths(extra, key=f"{run_config}: code_paths")
         code_paths += extra
+    trained_with = _tokenizer_of(ckpt)
     if tokenizer is None:
         if not ckpt:
             raise UserError("tokenizer: null needs a starting_checkpoint to take the tokenizer from; name one")
-        tokenizer = os.path.join(_run_dir_of(ckpt), "tokenizer") if os.path.isfile(ckpt) else ckpt
+        tokenizer = trained_with or (os.path.join(_run_dir_of(ckpt), "tokenizer") if os.path.isfile(ckpt) else ckpt)
+    elif trained_with and trained_with != tokenizer:
+        _check_same_tokenizer(tokenizer, trained_with, ckpt)
     registry.classifiers.validate(model, "model")
     if cfg.data_dir is not None:
         if not os.path.isdir(cfg.data_dir):
@@ -63,6 +66,38 @@ def resolve(cfg: GlueConfig) -> GlueConfig:
             if not os.path.isdir(folder):
                 raise UserError(f"{folder}: task folder not found (data_dir holds the standard GLUE layout)")
     return dataclasses.replace(cfg, model=model, tokenizer=tokenizer, code_paths=code_paths, starting_checkpoint=ckpt)
+
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
+
+
+def _tokenizer_of(ckpt: str | None) -> str | None:
+    """The tokenizer ``ckpt`` was trained with, where it says: a main.py run's saved ``tokenizer/`` or its configured
+    ``tokenizer.name``, or a Hugging Face folder holding tokenizer files; None when unknown (e.g. a job's model.pt)."""
+    if not ckpt:
+        return None
+    if os.path.isdir(ckpt):
+        return ckpt if any(os.path.isfile(os.path.join(ckpt, f)) for f in TOKENIZER_FILES) else None
+    saved, config = (os.path.join(_run_dir_of(ckpt), name) for name in ("tokenizer", "config.yaml"))
+    if os.path.isdir(saved):
+        return saved
+    if os.path.isfile(config):
+        return (OmegaConf.to_container(OmegaConf.load(config)).get("tokenizer") or {}).get("name") or None
+    return None
+
+
+def _check_same_tokenizer(tokenizer: str, trained_with: str, ckpt: str) -> None:
+    """Refuse (one line) finetuning with a tokenizer whose ids mean other tokens than the pretraining's."""
+    from bertforge.data.tokenizer import load_tokenizer, vocab_fingerprint
+
+    try:
+        theirs = vocab_fingerprint(load_tokenizer(trained_with, key="tokenizer", required=()))
+    except UserError as err:  # e.g. a Hub name with no network: nothing to compare against
+        log.warning("tokenizer: cannot compare with %s, the tokenizer of %s (%s)", trained_with, ckpt, err)
+        return
+    if vocab_fingerprint(load_tokenizer(tokenizer, key="tokenizer", required=())) != theirs:
+        raise UserError(f"tokenizer: '{tokenizer}' is not the tokenizer {ckpt} was trained with ('{trained_with}'): "
+                        "their vocabularies or special-token ids differ; set tokenizer: null to use the pretraining's")
 
 
 def _identity(path: str | None) -> str | None:
