@@ -81,6 +81,11 @@ def latest_checkpoint(folder: str) -> str | None:
     return target if os.path.exists(target) else None
 
 
+def run_dir_of(checkpoint: str) -> str:
+    """The run folder of a main.py checkpoint: ``{run_dir}/checkpoints/x.pt`` -> ``{run_dir}``."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(checkpoint)))
+
+
 def checkpoint_of_run(run_dir: str, checkpoint: str | None = None, instead: str = "pass --checkpoint") -> str:
     """``checkpoint``, else the one ``run_dir/checkpoints/latest-rank0.pt`` points to; one line when there is none
     (ending with ``instead``: what else the user can do)."""

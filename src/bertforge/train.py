@@ -31,7 +31,7 @@ from bertforge.data.packing import documents_in_batch
 from bertforge.data.sft import carry_chat_template
 from bertforge.data.streams import check_sources, sources
 from bertforge.data.text import build_collator, build_text_dataloader
-from bertforge.data.tokenizer import tokenizer_for_run, vocab_fingerprint
+from bertforge.data.tokenizer import check_same_tokenizer, checkpoint_tokenizer, tokenizer_for_run, vocab_fingerprint
 from bertforge.errors import ConfigError, UserError
 from bertforge.models.export import export_refusal
 from bertforge.models.params import describe_parameters
@@ -119,6 +119,11 @@ def build_tokenizer(cfg: TrainConfig):
         tokenizer = tokenizer_for_run(*args)
     check_data_tokenizer(cfg, tokenizer)
     carry_chat_template(tokenizer, metas)
+    load_path = expand_paths(cfg.load_path, cfg) if cfg.load_path else None
+    trained_with = checkpoint_tokenizer(load_path)
+    if trained_with and os.path.abspath(trained_with) != os.path.abspath(os.path.join(cfg.run_dir, "tokenizer")):
+        check_same_tokenizer(tokenizer, tok.name or "trained for this run", trained_with, load_path, "tokenizer.name",
+                             f"use the tokenizer {load_path} was trained with")
     return tokenizer
 
 

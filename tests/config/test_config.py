@@ -177,8 +177,25 @@ def test_ids_written_by_another_tokenizer_of_more_tokens_fail(tmp_path):
     assert len(build_tokenizer(_named(mds, tmp_path, copy))) == 30522
 
 
-def _named(mds: Path, tmp_path: Path, tokenizer: Path) -> TrainConfig:
-    return load_config(QUICKSTART_YAML, [*tiny_overrides(mds, tmp_path / "run"), f"tokenizer.name={tokenizer}"])
+def test_load_path_of_a_run_with_another_tokenizer_fails(sample_mds, tmp_path):
+    """Before: weights pretrained on one tokenizer's ids trained on, silently, with another's."""
+    from bertforge.train import build_tokenizer
+    from tests.conftest import SHARED_DATA
+
+    bert, modernbert = (SHARED_DATA / "tokenizers" / name for name in ("bert-base-uncased", "modernbert"))
+    other = tmp_path / "other-run"
+    (other / "checkpoints").mkdir(parents=True)
+    (other / "checkpoints" / "ep0-ba10-rank0.pt").write_bytes(b"x")
+    (other / "config.yaml").write_text(f"tokenizer: {{name: {bert}}}\n")
+    load = f"load_path={other / 'checkpoints' / 'ep0-ba10-rank0.pt'}"
+    with pytest.raises(UserError, match=rf"^tokenizer\.name: '{modernbert}' is not the tokenizer .*ep0-ba10-rank0\.pt "
+                                        rf"was trained with \('{bert}'\)"):
+        build_tokenizer(_named(sample_mds, tmp_path, modernbert, load))
+    assert len(build_tokenizer(_named(sample_mds, tmp_path, bert, load))) == 30522
+
+
+def _named(mds: Path, tmp_path: Path, tokenizer: Path, *extra: str) -> TrainConfig:
+    return load_config(QUICKSTART_YAML, [*tiny_overrides(mds, tmp_path / "run"), f"tokenizer.name={tokenizer}", *extra])
 
 
 def test_cli_user_error_is_one_line_exit_2(tmp_path):

@@ -35,6 +35,42 @@ def vocab_fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
+
+
+def checkpoint_tokenizer(checkpoint: str | None) -> str | None:
+    """The tokenizer ``checkpoint`` was trained with, where it says: a main.py run's saved ``tokenizer/`` or its
+    configured ``tokenizer.name``, or a Hugging Face folder holding tokenizer files; None when unknown."""
+    from omegaconf import OmegaConf
+
+    from bertforge.checkpoints import run_dir_of
+
+    if not checkpoint or "://" in checkpoint:
+        return None
+    if os.path.isdir(checkpoint):
+        return checkpoint if any(os.path.isfile(os.path.join(checkpoint, f)) for f in TOKENIZER_FILES) else None
+    saved, config = (os.path.join(run_dir_of(checkpoint), name) for name in ("tokenizer", "config.yaml"))
+    if os.path.isdir(saved):
+        return saved
+    if os.path.isfile(config):
+        return (OmegaConf.to_container(OmegaConf.load(config)).get("tokenizer") or {}).get("name") or None
+    return None
+
+
+def check_same_tokenizer(tokenizer: Any, name: str | None, trained_with: str, checkpoint: str, key: str,
+                         fix: str) -> None:
+    """Refuse (one line naming ``key``, ending with ``fix``) a ``tokenizer`` whose ids mean other tokens than those
+    of ``trained_with``, the tokenizer ``checkpoint`` was trained with; a warning when that one cannot be loaded."""
+    try:
+        theirs = vocab_fingerprint(load_tokenizer(trained_with, key=key, required=()))
+    except UserError as err:  # e.g. a Hub name with no network: nothing to compare against
+        log.warning("%s: cannot compare with %s, the tokenizer of %s (%s)", key, trained_with, checkpoint, err)
+        return
+    if vocab_fingerprint(tokenizer) != theirs:
+        raise UserError(f"{key}: '{name}' is not the tokenizer {checkpoint} was trained with ('{trained_with}'): "
+                        f"their vocabularies or special-token ids differ; {fix}")
+
+
 def load_tokenizer(name: str, key: str = "tokenizer.name",
                    required: tuple[str, ...] = REQUIRED) -> PreTrainedTokenizerBase:
     """``AutoTokenizer.from_pretrained(name)``, checked to have the ``required`` special tokens (default:

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from omegaconf import OmegaConf
 
 from bertforge import registry
+from bertforge.checkpoints import run_dir_of
+from bertforge.data.tokenizer import check_same_tokenizer, checkpoint_tokenizer, load_tokenizer
 from bertforge.errors import UserError
 from bertforge.glue.checkpoint import run_checkpoint
 from bertforge.glue.config import GlueConfig, load_glue_config
@@ -26,11 +28,6 @@ UPSTREAM = "mnli"
 log = logging.getLogger(__name__)
 
 
-def _run_dir_of(checkpoint: str) -> str:
-    """The run folder of a main.py checkpoint: ``{run_dir}/checkpoints/x.pt`` -> ``{run_dir}``."""
-    return os.path.dirname(os.path.dirname(os.path.abspath(checkpoint)))
-
-
 def resolve(cfg: GlueConfig) -> GlueConfig:
     """Fill ``model`` and ``tokenizer`` from the starting checkpoint when null; check paths and the model block.
 
@@ -41,7 +38,7 @@ def resolve(cfg: GlueConfig) -> GlueConfig:
     model, tokenizer, code_paths = cfg.model, cfg.tokenizer, list(cfg.code_paths)
     registry.import_code_paths(code_paths)
     if model is None:
-        run_config = os.path.join(_run_dir_of(ckpt), "config.yaml") if ckpt and os.path.isfile(ckpt) else None
+        run_config = os.path.join(run_dir_of(ckpt), "config.yaml") if ckpt and os.path.isfile(ckpt) else None
         if not run_config or not os.path.isfile(run_config):
             raise UserError("model: null needs starting_checkpoint to be a main.py checkpoint with the run's "
                             "config.yaml in its run folder; otherwise give a model block, e.g. {name: hf_bert}")
@@ -50,13 +47,14 @@ def resolve(cfg: GlueConfig) -> GlueConfig:
         extra = [p for p in run.get("code_paths") or [] if p not in code_paths]
         registry.import_code_paths(extra, key=f"{run_config}: code_paths")
         code_paths += extra
-    trained_with = _tokenizer_of(ckpt)
+    trained_with = checkpoint_tokenizer(ckpt)
     if tokenizer is None:
         if not ckpt:
             raise UserError("tokenizer: null needs a starting_checkpoint to take the tokenizer from; name one")
-        tokenizer = trained_with or (os.path.join(_run_dir_of(ckpt), "tokenizer") if os.path.isfile(ckpt) else ckpt)
+        tokenizer = trained_with or (os.path.join(run_dir_of(ckpt), "tokenizer") if os.path.isfile(ckpt) else ckpt)
     elif trained_with and trained_with != tokenizer:
-        _check_same_tokenizer(tokenizer, trained_with, ckpt)
+        check_same_tokenizer(load_tokenizer(tokenizer, key="tokenizer", required=()), tokenizer, trained_with, ckpt,
+                             "tokenizer", "set tokenizer: null to use the pretraining's")
     registry.classifiers.validate(model, "model")
     if cfg.data_dir is not None:
         if not os.path.isdir(cfg.data_dir):
@@ -66,38 +64,6 @@ def resolve(cfg: GlueConfig) -> GlueConfig:
             if not os.path.isdir(folder):
                 raise UserError(f"{folder}: task folder not found (data_dir holds the standard GLUE layout)")
     return dataclasses.replace(cfg, model=model, tokenizer=tokenizer, code_paths=code_paths, starting_checkpoint=ckpt)
-
-
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
-
-
-def _tokenizer_of(ckpt: str | None) -> str | None:
-    """The tokenizer ``ckpt`` was trained with, where it says: a main.py run's saved ``tokenizer/`` or its configured
-    ``tokenizer.name``, or a Hugging Face folder holding tokenizer files; None when unknown (e.g. a job's model.pt)."""
-    if not ckpt:
-        return None
-    if os.path.isdir(ckpt):
-        return ckpt if any(os.path.isfile(os.path.join(ckpt, f)) for f in TOKENIZER_FILES) else None
-    saved, config = (os.path.join(_run_dir_of(ckpt), name) for name in ("tokenizer", "config.yaml"))
-    if os.path.isdir(saved):
-        return saved
-    if os.path.isfile(config):
-        return (OmegaConf.to_container(OmegaConf.load(config)).get("tokenizer") or {}).get("name") or None
-    return None
-
-
-def _check_same_tokenizer(tokenizer: str, trained_with: str, ckpt: str) -> None:
-    """Refuse (one line) finetuning with a tokenizer whose ids mean other tokens than the pretraining's."""
-    from bertforge.data.tokenizer import load_tokenizer, vocab_fingerprint
-
-    try:
-        theirs = vocab_fingerprint(load_tokenizer(trained_with, key="tokenizer", required=()))
-    except UserError as err:  # e.g. a Hub name with no network: nothing to compare against
-        log.warning("tokenizer: cannot compare with %s, the tokenizer of %s (%s)", trained_with, ckpt, err)
-        return
-    if vocab_fingerprint(load_tokenizer(tokenizer, key="tokenizer", required=())) != theirs:
-        raise UserError(f"tokenizer: '{tokenizer}' is not the tokenizer {ckpt} was trained with ('{trained_with}'): "
-                        "their vocabularies or special-token ids differ; set tokenizer: null to use the pretraining's")
 
 
 def _identity(path: str | None) -> str | None:
