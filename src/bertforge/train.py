@@ -31,7 +31,13 @@ from bertforge.data.packing import documents_in_batch
 from bertforge.data.sft import carry_chat_template
 from bertforge.data.streams import check_sources, sources
 from bertforge.data.text import build_collator, build_text_dataloader
-from bertforge.data.tokenizer import check_same_tokenizer, checkpoint_tokenizer, tokenizer_for_run, vocab_fingerprint
+from bertforge.data.tokenizer import (
+    check_pretrained_tokenizer,
+    check_same_tokenizer,
+    checkpoint_tokenizer,
+    tokenizer_for_run,
+    vocab_fingerprint,
+)
 from bertforge.errors import ConfigError, UserError
 from bertforge.models.export import export_refusal
 from bertforge.models.params import describe_parameters
@@ -186,6 +192,8 @@ def build_model(cfg: TrainConfig, tokenizer, objective: str | None = None):
     if dist.get_global_rank() == 0:
         log.info("model '%s': %s", cfg.model["name"], describe_parameters(model))
     check_learned_positions(model, cfg.max_seq_len)
+    check_pretrained_tokenizer(tokenizer, cfg.tokenizer.name, getattr(model, "pretrained_source", None),
+                               "tokenizer.name")
     objective = objective or training_objective(cfg, tokenizer)
     if hasattr(model, "set_objective"):  # e.g. mdlm: the eval ELBO metric (Composer reads metrics once, at init)
         model.set_objective(objective)

@@ -100,3 +100,24 @@ def test_build_tokenizer_uses_the_data_tokenizer(data_with_tokenizer, tmp_path):
     assert len(tok) == 300
     saved = tmp_path / "run" / "tokenizer" / "tokenizer.json"
     assert saved.read_text() == (mds / "tokenizer" / "tokenizer.json").read_text()
+
+
+def test_weights_from_a_folder_refuse_another_tokenizer(tmp_path):
+    """A pretrained folder carries its tokenizer: another one (ids meaning other tokens) is refused; the same one
+    under another path passes, and a folder without tokenizer files has nothing to compare."""
+    import shutil
+
+    from bertforge.data.tokenizer import check_pretrained_tokenizer, load_tokenizer
+    from tests.conftest import SHARED_DATA
+
+    bert, modernbert = (SHARED_DATA / "tokenizers" / name for name in ("bert-base-uncased", "modernbert"))
+    folder = tmp_path / "pretrained"
+    shutil.copytree(bert, folder)
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(UserError, match=rf"^tokenizer\.name: '{modernbert}' is not the tokenizer {folder} was trained "
+                                        rf"with \('{folder}'\).*; use the tokenizer of {folder}$"):
+        check_pretrained_tokenizer(load_tokenizer(str(modernbert)), str(modernbert), str(folder), "tokenizer.name")
+    check_pretrained_tokenizer(load_tokenizer(str(bert)), str(bert), str(folder), "tokenizer.name")
+    bare = tmp_path / "weights-only"
+    bare.mkdir()
+    check_pretrained_tokenizer(load_tokenizer(str(modernbert)), str(modernbert), str(bare), "tokenizer.name")

@@ -71,6 +71,16 @@ def check_same_tokenizer(tokenizer: Any, name: str | None, trained_with: str, ch
                         f"their vocabularies or special-token ids differ; {fix}")
 
 
+def check_pretrained_tokenizer(tokenizer: Any, name: str | None, source: str | None, key: str) -> None:
+    """Refuse (one line) ``tokenizer`` (configured as ``name``) for weights converted or loaded from ``source`` (a
+    Hub name or folder) when the tokenizer that came with them gives its ids other meanings."""
+    if not source or source == name:
+        return
+    trained_with = checkpoint_tokenizer(source) if os.path.isdir(source) else source
+    if trained_with and trained_with != name:
+        check_same_tokenizer(tokenizer, name, trained_with, source, key, f"use the tokenizer of {source}")
+
+
 def load_tokenizer(name: str, key: str = "tokenizer.name",
                    required: tuple[str, ...] = REQUIRED) -> PreTrainedTokenizerBase:
     """``AutoTokenizer.from_pretrained(name)``, checked to have the ``required`` special tokens (default:
