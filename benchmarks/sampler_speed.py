@@ -8,7 +8,9 @@ Every method decodes each prompt alone, greedily (temperature 0), without an end
 produce ``max_new_tokens`` tokens. Reported per method: forward passes per generated token, tokens/s, and
 agreement (fraction of equal tokens) with the one-token-per-step greedy output (the reference at
 steps = max_new_tokens), over the whole canvas and over the answer alone (the baseline's tokens before its first
-end-of-answer or padding token: a chat model's canvas is mostly end marker + padding, which agree trivially).
+end-of-answer or padding token: a chat model's canvas is mostly end marker + padding, which agree trivially),
+and the passes that committed answer tokens per answer token (1.0 for the baseline; the saving on real text,
+where whole-canvas passes/token also count the end marker and padding, decoded in parallel for free).
 
     python benchmarks/sampler_speed.py --model runs/<run>/hf --base --max-new-tokens 64 --block-length 32 \\
         --steps 64,32 --thresholds 0.9,0.7 --factors 1,0.5 --out bench/sampler_speed.csv
@@ -37,10 +39,12 @@ MODERNBERT_TOKENIZER = REPO.parent / "shared/data/tokenizers/modernbert"
 
 
 def reference_generate(model_fn, prompt: list[int], steps: int, gen_length: int, block_length: int,
-                       mask_id: int, second_best: list[float] | None = None) -> tuple[torch.Tensor, int]:
+                       mask_id: int, second_best: list[float] | None = None,
+                       commit_step: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
     """The LLaDA schedule for one prompt, greedy: (answer ids (gen_length,), forward passes). ``second_best``,
     when given, receives at each pass with two or more masked positions in the block the probability of the
-    second most confident one: parallel decoding with threshold p can only save a pass where it is above p."""
+    second most confident one: parallel decoding with threshold p can only save a pass where it is above p.
+    ``commit_step`` (gen_length,), when given, receives the pass that committed each answer position."""
     x = torch.tensor(prompt + [mask_id] * gen_length)[None]  # (1, P + N)
     start, blocks = len(prompt), gen_length // block_length
     per_block, passes = steps // blocks, 0
@@ -62,6 +66,8 @@ def reference_generate(model_fn, prompt: list[int], steps: int, gen_length: int,
             if k:
                 pick = conf[0].topk(k).indices
                 x[0, pick] = pred[0, pick]
+                if commit_step is not None:
+                    commit_step[pick - start] = passes - 1
     return x[0, start:], passes
 
 
@@ -116,17 +122,26 @@ def run_model(folder: str, args) -> list[dict]:
     n, mask = args.max_new_tokens, tok.mask_token_id
     fn(torch.tensor([prompts[0]]), torch.ones(1, len(prompts[0]), dtype=torch.long))  # warm-up
 
-    def timed(method: str, steps: int, threshold: float | None, decode) -> tuple[dict, list[torch.Tensor]]:
-        """Decode every prompt alone; the row of figures and the outputs."""
-        outs, passes, start = [], 0, time.perf_counter()
+    def timed(method: str, steps: int, threshold: float | None, decode) -> tuple[dict, list, list]:
+        """Decode every prompt alone; the row of figures, the outputs and the pass that committed each token."""
+        outs, commits, passes, start = [], [], 0, time.perf_counter()
         for p in prompts:
-            ids, calls = decode(p)
+            ids, calls, committed = decode(p)
             outs.append(ids)
+            commits.append(committed)
             passes += calls
         seconds = time.perf_counter() - start
         row = {"model": folder, "method": method, "steps": steps, "threshold": threshold or "",
                "passes_per_token": passes / (n * len(prompts)), "tokens_per_s": n * len(prompts) / seconds}
-        return row, outs
+        return row, outs, commits
+
+    def reference(steps: int):
+        def decode(p):
+            committed = torch.full((n,), -1)
+            ids, calls = reference_generate(fn, p, steps, n, args.block_length, mask,
+                                            seconds if steps == n else None, committed)
+            return ids, calls, committed
+        return decode
 
     def ours(steps: int, threshold: float | None, factor: float | None = None):
         config = SamplerConfig(max_new_tokens=n, steps=steps, block_length=args.block_length, threshold=threshold,
@@ -134,21 +149,19 @@ def run_model(folder: str, args) -> list[dict]:
 
         def decode(p):
             out = sample(fn, [p], config, mask_token_id=mask, pad_token_id=tok.pad_token_id)
-            return out.tokens[0], out.forward_passes
+            return out.tokens[0], out.forward_passes, out.commit_step[0]
         return decode
 
     rows, baseline, seconds = [], None, []
     stops = set(end_token_ids(tok)) | {tok.pad_token_id}
     with torch.inference_mode():
         for steps in args.steps:
-            ref = lambda p, s=steps: reference_generate(fn, p, s, n, args.block_length, mask,  # noqa: E731
-                                                        seconds if s == n else None)
-            runs = [("reference (LLaDA schedule)", steps, None, ref),
+            runs = [("reference (LLaDA schedule)", steps, None, reference(steps)),
                     ("ours, no threshold", steps, None, ours(steps, None))]
             runs += [("ours, threshold", steps, t, ours(steps, t)) for t in args.thresholds]
             runs += [("ours, factor", steps, f, ours(steps, None, f)) for f in args.factors]
             for method, s, t, decode in runs:
-                row, outs = timed(method, s, t, decode)
+                row, outs, commits = timed(method, s, t, decode)
                 if baseline is None:  # the first run: the reference at the largest budget (one token per step)
                     baseline = outs
                 same = sum(int((a == b).sum()) for a, b in zip(outs, baseline))
@@ -156,10 +169,14 @@ def run_model(folder: str, args) -> list[dict]:
                 cuts = [answer_length(b, stops) for b in baseline]
                 same = sum(int((a[:c] == b[:c]).sum()) for a, b, c in zip(outs, baseline, cuts))
                 row["answer_agreement"] = same / max(sum(cuts), 1)
+                answer_passes = sum(len(set(c[:cut].tolist())) for c, cut in zip(commits, cuts))
+                row["answer_passes_per_token"] = answer_passes / max(sum(cuts), 1)
                 rows.append(row)
                 print(f"{Path(folder).name:>28} {method:>28} steps={s:<4} thr={t or '-':<5} "
                       f"passes/token={row['passes_per_token']:.3f} tokens/s={row['tokens_per_s']:.1f} "
-                      f"agreement={row['agreement']:.3f} answer={row['answer_agreement']:.3f}", flush=True)
+                      f"agreement={row['agreement']:.3f} answer={row['answer_agreement']:.3f} "
+                      f"answer passes/token={row['answer_passes_per_token']:.3f} ({sum(cuts)} answer tokens)",
+                      flush=True)
     report_readiness(folder, seconds, [0.9, 0.7, 0.5] + args.thresholds)
     return rows
 
@@ -205,12 +222,13 @@ def main() -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print("\n| model | method | steps | threshold / factor | passes/token | tokens/s | agreement | answer agreement |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| model | method | steps | threshold / factor | passes/token | tokens/s | agreement | answer agreement "
+          "| answer passes/token |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {Path(r['model']).name} | {r['method']} | {r['steps']} | {r['threshold'] or '-'} | "
               f"{r['passes_per_token']:.3f} | {r['tokens_per_s']:.1f} | {r['agreement']:.1%} | "
-              f"{r['answer_agreement']:.1%} |")
+              f"{r['answer_agreement']:.1%} | {r['answer_passes_per_token']:.3f} |")
     print(f"wrote {out}")
 
 

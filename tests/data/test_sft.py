@@ -128,8 +128,10 @@ def test_convert_sft_writes_ids_and_prompt_lengths(tok, tmp_path, caplog):
                      "--max-seq-len", "48", "--splits", "train", "--num-workers", "2"])
     assert "dropped 1 examples whose prompt alone has 48 tokens" in caplog.text
     assert meta["format"] == "sft" and meta["splits"] == {"train": 19}
-    assert meta["sft"] == {"chat_template": "plain", "template_text": None, "end_marker_id": tok.sep_token_id,
-                           "max_seq_len": 48, "long_answers": "cut", "dropped": 1, "truncated_responses": 1}
+    assert meta["sft"] == {"chat_template": "plain", "template_text": None, "unknown_answer_share": 0.0,
+                           "end_marker_id": tok.sep_token_id, "max_seq_len": 48, "long_answers": "cut",
+                           "dropped": 1, "truncated_responses": 1}
+    assert "cannot write" not in caplog.text
     assert json.loads((out / META_NAME).read_text()) == meta
     from streaming import LocalDataset
 
@@ -281,3 +283,17 @@ def test_the_run_tokenizer_prompts_as_the_sft_data_was_rendered(tok, tmp_path):
     assert run_tok.chat_template is None  # trained on the plain template: the tokenizer's own is not used
     with pytest.raises(UserError, match=r"^train_loader: the SFT sources a, b were rendered with different chat "):
         carry_chat_template(run_tok, [("a", plain), ("b", json.loads((mds / META_NAME).read_text()))])
+
+
+def test_a_tokenizer_that_cannot_write_the_data_is_reported(tiny_wordpiece, tmp_path, caplog):
+    """Before: the SFT quickstart's Shakespeare tokenizer wrote '###' and digits as [UNK] without a word, and the
+    model learned to answer with [UNK] runs. Now the conversion says so and records the share."""
+    folder = tmp_path / "tiny-tokenizer"
+    tiny_wordpiece.save_pretrained(folder)
+    path = tmp_path / "alpaca.json"
+    path.write_text(json.dumps([{"instruction": "w1 w2", "output": "w3 w4 w5 9"}] * 3))
+    with caplog.at_level(logging.WARNING, logger="bertforge.data.sft"):
+        meta = convert(path, tmp_path / "mds", tokenizer=str(folder), splits="train", sft=SFTOptions(40))
+    assert meta["sft"]["unknown_answer_share"] == 0.2  # '9' of 'w3 w4 w5 9 [SEP]'
+    assert "sft: 20.0% of answer tokens are [UNK]" in caplog.text
+    assert "the chat template's own text ('### Instruction:" in caplog.text  # '#' and ':' are not in its vocabulary

@@ -189,10 +189,11 @@ def test_matches_the_reference_llada_schedule(modernbert_lm):
     model, tok = modernbert_lm
     fn, prompt = logits_fn(model, len(tok)), tok("Good morrow, cousin", add_special_tokens=False)["input_ids"]
     with torch.no_grad():
-        seconds = []
+        seconds, committed = [], torch.full((12,), -1)
         ref, passes = bench.reference_generate(fn, prompt, steps=6, gen_length=12, block_length=4,
-                                               mask_id=tok.mask_token_id, second_best=seconds)
+                                               mask_id=tok.mask_token_id, second_best=seconds, commit_step=committed)
     assert len(seconds) == 6 and all(0 < p < 1 for p in seconds)  # every pass opens a block of >= 2 masks
     ours = sample(fn, [prompt], SamplerConfig(max_new_tokens=12, steps=6, block_length=4),
                   mask_token_id=tok.mask_token_id, pad_token_id=tok.pad_token_id)
     assert torch.equal(ours.tokens[0], ref) and ours.forward_passes == passes == 6
+    assert torch.equal(ours.commit_step[0], committed)  # two tokens a pass: the answer-passes figure is 0.5

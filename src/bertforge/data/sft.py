@@ -36,6 +36,7 @@ PLAIN_HEADERS = {"system": "", "user": "### Instruction:\n", "assistant": "### R
 """The plain template: each message is ``header + content + '\\n\\n'``; the prompt ends with the assistant header."""
 INPUT_HEADER = "\n\n### Input:\n"
 COLUMNS = {"input_ids": "ndarray:int32", "prompt_len": "int"}
+UNKNOWN_WARN_SHARE = 0.005  # answers with more unknown tokens than this teach the model to write them
 FIELDS_HINT = "each record needs 'instruction' and 'output' ('input' optional) or a 'messages' list of {role, content}"
 
 log = logging.getLogger(__name__)
@@ -234,6 +235,8 @@ class SFTStats:
     encoder: SFTEncoder
     dropped: int = 0
     truncated: int = 0
+    answer_tokens: int = 0
+    unknown_answer_tokens: int = 0
 
     def items(self, example: SFTExample | None) -> list[dict]:
         """The MDS samples of one encoded conversation (none when dropped)."""
@@ -241,7 +244,30 @@ class SFTStats:
             self.dropped += 1
             return []
         self.truncated += example.truncated
+        answer = example.input_ids[example.prompt_len:]
+        self.answer_tokens += len(answer)
+        self.unknown_answer_tokens += int((answer == self.encoder.tokenizer.unk_token_id).sum())
         return [{"input_ids": example.input_ids, "prompt_len": example.prompt_len}]
+
+    def _unknown_share(self) -> float:
+        """The share of answer tokens the tokenizer could not write (its unknown token)."""
+        return round(self.unknown_answer_tokens / max(self.answer_tokens, 1), 4)
+
+    def _warn_unknown(self) -> None:
+        """One warning each when the tokenizer cannot write the template's own text or a share of the answers: a
+        model trained on such data learns to write the unknown token."""
+        tok, encoder = self.encoder.tokenizer, self.encoder
+        if tok.unk_token_id is None:
+            return
+        template_ids = encoder.prompt_ids([{"role": "user", "content": ""}])
+        if tok.unk_token_id in template_ids:
+            log.warning("sft: the chat template's own text (%r) has characters the tokenizer cannot write (%s); "
+                        "use a tokenizer that covers them or another --chat-template",
+                        encoder.prompt_text([{"role": "user", "content": ""}]), tok.unk_token)
+        if self._unknown_share() > UNKNOWN_WARN_SHARE:
+            log.warning("sft: %.1f%% of answer tokens are %s (the tokenizer cannot write them); the model will learn "
+                        "to write %s: use a tokenizer trained on text like this (convert_dataset.py "
+                        "--train-tokenizer)", 100 * self._unknown_share(), tok.unk_token, tok.unk_token)
 
     def meta(self) -> dict:
         """The ``sft`` record of ``bertforge_meta.json``; logs the dropped and cut counts."""
@@ -252,8 +278,9 @@ class SFTStats:
         if self.truncated:
             log.warning("sft: cut %d responses to fit %d tokens (no end marker after a cut answer)",
                         self.truncated, n)
+        self._warn_unknown()
         return {"chat_template": self.encoder.describe(), "template_text": self.encoder.template,
-                "end_marker_id": self.encoder.end_id,
+                "unknown_answer_share": self._unknown_share(), "end_marker_id": self.encoder.end_id,
                 "max_seq_len": n, "long_answers": self.encoder.options.long_answers, "dropped": self.dropped,
                 "truncated_responses": self.truncated}
 
