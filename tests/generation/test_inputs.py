@@ -94,3 +94,23 @@ def test_generate_samples_callback_logs_and_restores_train_mode(bert_dir):
     assert len(traces) == 2 and set(traces[0]) == {"samples/0", "samples/1"}
     assert traces[0] == traces[1] and traces[0]["samples/0"].startswith("romeo : ")  # greedy: same weights, same text
     assert model.training and torch.is_grad_enabled()
+
+
+def test_chat_answers_stop_at_the_sft_end_marker_too(monkeypatch):
+    """SFT ends answers with sep when the tokenizer has one (data/sft.py); generate.py's default stop is eos first.
+    With both tokens, a chat prompt stops at either (before: only eos, so an SFT answer ran past its marker)."""
+    from transformers import AutoTokenizer
+
+    from bertforge.generation import text
+    from tests.conftest import SHARED_DATA
+
+    tok = AutoTokenizer.from_pretrained(SHARED_DATA / "tokenizers" / "bert-base-uncased")
+    tok.eos_token = "[unused1]"
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    seen = {}
+    monkeypatch.setattr(text, "sample", lambda fn, ids, config, **kw: seen.update(kw))
+    generator = TextGenerator(lambda ids, mask: None, tok)
+    generator.run(["hi"], SamplerConfig(max_new_tokens=4, steps=4, block_length=4), chat=True)
+    assert set(seen["end_token_ids"]) == {tok.eos_token_id, tok.sep_token_id}
+    generator.run(["hi"], SamplerConfig(max_new_tokens=4, steps=4, block_length=4))
+    assert seen["end_token_ids"] == [tok.eos_token_id]  # plain text: as before

@@ -64,6 +64,8 @@ class TextGenerator:
         tok = self.tokenizer
         mask_id = check_mask_token(tok, "tokenizer")
         ends = end_token_ids(tok, end_tokens)
+        if chat and end_tokens is None and tok.sep_token_id is not None and tok.sep_token_id not in ends:
+            ends.append(tok.sep_token_id)  # SFT's end-of-answer marker is sep first (data/sft.py), eos otherwise
         pad = tok.pad_token_id if tok.pad_token_id is not None else (ends[0] if ends else mask_id)
         ids = [encode_prompt(tok, p, chat) for p in prompts]
         return sample(self.model_fn, ids, config, mask_token_id=mask_id, pad_token_id=pad, end_token_ids=ends,
