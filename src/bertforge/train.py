@@ -30,7 +30,7 @@ from bertforge.data.mds_checks import check_pairs_fit, read_meta, split_dir
 from bertforge.data.packing import documents_in_batch
 from bertforge.data.sft import carry_chat_template
 from bertforge.data.streams import check_sources, sources
-from bertforge.data.text import build_collator, build_text_dataloader
+from bertforge.data.text import build_collator, build_text_dataloader, check_eval_objective, check_rows_fit
 from bertforge.data.tokenizer import (
     check_pretrained_tokenizer,
     check_same_tokenizer,
@@ -94,8 +94,9 @@ def validate(cfg: TrainConfig) -> None:
     for name, loader in loaders:
         registry.collators.validate(loader.collator, f"{name}.collator")
         check_sources(loader.dataset, f"{name}.dataset")
-        for src in sources(loader.dataset, f"{name}.dataset"):  # sentence pairs are never cut: they must fit
+        for src in sources(loader.dataset, f"{name}.dataset"):  # sentence pairs and SFT rows are never cut
             check_pairs_fit(src.data_dir, cfg.max_seq_len)
+            check_rows_fit(src.data_dir, cfg.max_seq_len)
 
 
 def loop_hooks(grad_clip_norm: float | None) -> tuple[list[Algorithm], list[Callback]]:
@@ -195,6 +196,9 @@ def build_model(cfg: TrainConfig, tokenizer, objective: str | None = None):
     check_pretrained_tokenizer(tokenizer, cfg.tokenizer.name, getattr(model, "pretrained_source", None),
                                "tokenizer.name")
     objective = objective or training_objective(cfg, tokenizer)
+    if cfg.eval_loader is not None:  # the model sets up its metrics once, for this objective
+        check_eval_objective(objective, build_collator(cfg.eval_loader, tokenizer, False, "eval_loader"),
+                             cfg.eval_loader)
     if hasattr(model, "set_objective"):  # e.g. mdlm: the eval ELBO metric (Composer reads metrics once, at init)
         model.set_objective(objective)
     loaders = (("train_loader", cfg.train_loader), ("eval_loader", cfg.eval_loader))
@@ -275,13 +279,14 @@ def build_trainer(cfg: TrainConfig, phase: Phase | None = None, tokenizer=None) 
     save_folder = expand_paths(cfg.save_folder, cfg) if cfg.save_folder else None
     prepare_run_dir(cfg, save_folder, save_config=phase is None)
     scheduler = registry.schedulers.build(cfg.scheduler, "scheduler")
-    load_path, load_ignore_keys = cfg.load_path, None
+    load_path, load_ignore_keys, weights_only = cfg.load_path, None, cfg.load_weights_only
     if phase is not None:
         scheduler = phase_scheduler(phase, scheduler)
         callbacks.append(PhaseMarker(phase.name, phase.describe()))
-        if phase.previous_folder is not None:
+        if phase.previous_folder is not None:  # a handover carries the optimizer, the RNG and the run's clock
             load_path, load_ignore_keys = previous_checkpoint(phase), handover_transform(phase.name)
-    resume = resolve_resume(save_folder, cfg.autoresume, load_path, cfg.load_weights_only)
+            weights_only = False
+    resume = resolve_resume(save_folder, cfg.autoresume, load_path, weights_only)
     if resume.resumed:  # the run's own checkpoint is loaded whole, as Composer's autoresume does
         load_ignore_keys = None
     parallelism = parallelism_config(cfg.parallelism, dist.get_world_size(), isinstance(device, DeviceGPU), micro)

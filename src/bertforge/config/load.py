@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -9,11 +10,12 @@ from typing import Any, TypeVar
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from bertforge.config.schema import TrainConfig
+from bertforge.config.schema import TrainConfig, config_notices
 from bertforge.config.validate import from_dict
 from bertforge.errors import ConfigError, UserError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def parse_overrides(overrides: Sequence[str]) -> dict:
@@ -60,5 +62,11 @@ def load_raw(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict[str
 
 
 def load_config(path: str | os.PathLike, overrides: Sequence[str] = (), schema: type[T] = TrainConfig) -> T:
-    """Load and validate a config file into ``schema`` (a dataclass); errors name the bad key."""
-    return from_dict(schema, load_raw(path, overrides))
+    """Load and validate a config file into ``schema`` (a dataclass); errors name the bad key. For a
+    :class:`TrainConfig`, keys that are accepted but deliberately not used are each said in one log line."""
+    raw = load_raw(path, overrides)
+    cfg = from_dict(schema, raw)
+    if isinstance(cfg, TrainConfig):
+        for note in config_notices(raw, cfg):
+            log.warning("%s", note)
+    return cfg

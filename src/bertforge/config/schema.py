@@ -22,10 +22,27 @@ def check_time(key: str, value: str | int, allow_dur: bool = True) -> None:
         ok = False
     if not ok:
         units = [u for u in _TIME_UNITS if allow_dur or u != "dur"]
+        if unit == "dur" and not allow_dur:
+            raise ConfigError(key, f"{value!r} is a fraction of the run's length and cannot set it; give a unit from "
+                              f"{units}, e.g. '1000ba'")
         raise ConfigError(key, f"{value!r} is not a time; write a number and a unit from {units}, e.g. '1000ba'")
 
 
+def _time_unit(value: str | int) -> str:
+    """The unit of a time string already checked by :func:`check_time`."""
+    text = str(value).strip()
+    return next(u for u in _TIME_UNITS if text.endswith(u))
+
+
+def _time_value(value: str | int) -> float:
+    """The number of a time string already checked by :func:`check_time`."""
+    text = str(value).strip()
+    return float(text[: -len(_time_unit(text))])
+
+
 _WEIGHTS = ("proportion", "repeat", "choose")
+DEFAULT_MLM_PROBABILITY = 0.15
+DEFAULT_PACKING_LOOKAHEAD = 8
 
 
 @dataclass
@@ -110,6 +127,8 @@ class DatasetConfig:
             raise ConfigError("download_retry", f"{self.download_retry} must be >= 0")
         if self.epoch_size is not None and self.epoch_size < 1:
             raise ConfigError("epoch_size", f"{self.epoch_size} must be >= 1")
+        if self.shuffle_seed is not None and not self.shuffle:
+            raise ConfigError("shuffle_seed", "only applies with shuffle: true; set shuffle: true or drop shuffle_seed")
         if self.streams:
             self._check_streams()
         elif self.local is None:
@@ -162,28 +181,52 @@ class LoaderConfig:
     collator: dict = field(default_factory=lambda: {"name": "mlm"})
     """Registry collator block ``{name: ..., **kwargs}``: turns samples into a batch. Its builder is also given the
     tokenizer, ``mlm_probability`` and whether masks must be deterministic (eval); ``mlm`` is BERT masking."""
-    mlm_probability: float = 0.15
-    """Fraction of real tokens selected for masking (80% [MASK], 10% random, 10% kept), given to the collator."""
+    mlm_probability: float | None = None
+    """Fraction of real tokens selected for masking (80% [MASK], 10% random, 10% kept), given to the collator;
+    null: 0.15. Refused with a collator that draws its own masking rate per sequence (mdlm, sft)."""
     packing: bool = False
     """Pack documents into batches of a fixed token budget: each batch is exactly the device batch size in
     rows of max_seq_len slots, filled with whole documents; attention stays inside each document (needs a
     model that unpads: flexbert, m2_bert). Batch sizes then count rows; sample counts count documents."""
-    packing_lookahead: int = 8
-    """Documents that may be set aside for a later batch while shorter ones behind them fill the current one."""
+    packing_lookahead: int | None = None
+    """With ``packing``: documents that may be set aside for a later batch while shorter ones behind them fill the
+    current one (null: 8)."""
     num_workers: int = 0
     """DataLoader worker processes. Bit-exact resume of the masking needs 0."""
-    drop_last: bool = True
+    drop_last: bool | None = None
+    """Drop the last, short batch of an epoch (null: true for train_loader; an eval_loader always keeps it)."""
     pin_memory: bool = False
     prefetch_factor: int | None = None
+    """Batches each worker loads ahead (needs num_workers > 0)."""
     persistent_workers: bool = False
+    """Keep the workers alive between epochs (needs num_workers > 0)."""
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.mlm_probability < 1.0:
+        if self.mlm_probability is not None and not 0.0 < self.mlm_probability < 1.0:
             raise ConfigError("mlm_probability", f"{self.mlm_probability} must be strictly between 0 and 1")
         if self.num_workers < 0:
             raise ConfigError("num_workers", f"{self.num_workers} must be >= 0")
-        if self.packing_lookahead < 0:
-            raise ConfigError("packing_lookahead", f"{self.packing_lookahead} must be >= 0")
+        if self.packing_lookahead is not None:
+            if self.packing_lookahead < 0:
+                raise ConfigError("packing_lookahead", f"{self.packing_lookahead} must be >= 0")
+            if not self.packing:
+                raise ConfigError("packing_lookahead", "only applies with packing: true; set packing: true or "
+                                  "drop packing_lookahead")
+        workers_only = [k for k, v in (("prefetch_factor", self.prefetch_factor is not None),
+                                       ("persistent_workers", self.persistent_workers)) if v]
+        if workers_only and self.num_workers == 0:
+            raise ConfigError(workers_only[0], "only applies to DataLoader worker processes and num_workers is 0; "
+                              f"set num_workers > 0 or drop {workers_only[0]}")
+
+    @property
+    def effective_mlm_probability(self) -> float:
+        """``mlm_probability``, or its default 0.15 when the YAML leaves it out."""
+        return DEFAULT_MLM_PROBABILITY if self.mlm_probability is None else self.mlm_probability
+
+    @property
+    def effective_packing_lookahead(self) -> int:
+        """``packing_lookahead``, or its default 8 when the YAML leaves it out."""
+        return DEFAULT_PACKING_LOOKAHEAD if self.packing_lookahead is None else self.packing_lookahead
 
 
 @dataclass
@@ -193,11 +236,11 @@ class TokenizerConfig:
     name: str | None = None
     """Hub name or local folder. Null trains a WordPiece tokenizer on the train split."""
     vocab_size: int = 8192
-    """Vocabulary size of a tokenizer trained here (ignored when ``name`` is set)."""
+    """Vocabulary size of a tokenizer trained here (not used when ``name`` is set: one log line says so)."""
     lowercase: bool = True
-    """Lowercase text in a tokenizer trained here."""
+    """Lowercase text in a tokenizer trained here (not used when ``name`` is set)."""
     max_train_docs: int | None = None
-    """Cap on documents read to train the tokenizer (all when null)."""
+    """Cap on documents read to train the tokenizer (all when null; not used when ``name`` is set)."""
 
     def __post_init__(self) -> None:
         if self.vocab_size < 32:
@@ -274,7 +317,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for key in ("max_duration", "eval_interval", "save_interval", "console_log_interval"):
-            check_time(key, getattr(self, key))
+            check_time(key, getattr(self, key), allow_dur=key != "max_duration")  # max_duration defines 1dur
         if self.max_seq_len < 8:
             raise ConfigError("max_seq_len", f"{self.max_seq_len} is too short; use at least 8")
         if self.global_train_batch_size < 1:
@@ -284,3 +327,44 @@ class TrainConfig:
             raise ConfigError("device_train_microbatch_size", f"{micro} must be >= 1 or 'auto'")
         if self.autoresume and not self.save_folder:
             raise ConfigError("autoresume", "needs save_folder to be set: that is where it looks for checkpoints")
+        self._check_unused()
+
+    def _check_unused(self) -> None:
+        """Refuse keys that would be accepted and then have no effect, or that Composer would refuse only later (the
+        deliberate cases are said by :func:`config_notices`)."""
+        if _time_unit(self.console_log_interval) not in ("ba", "ep"):
+            raise ConfigError("console_log_interval", f"{self.console_log_interval!r}: Composer's console logger "
+                              "counts in batches or epochs; give e.g. '50ba'")
+        never = {"save_interval": "saves no checkpoint, not even the final one; set save_folder: null to save nothing",
+                 "eval_interval": "never evaluates; set eval_loader: null to skip evaluation"}
+        for key, what in never.items():
+            if _time_value(getattr(self, key)) == 0:
+                raise ConfigError(key, f"{getattr(self, key)!r} {what}")
+        if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
+            raise ConfigError("grad_clip_norm", f"{self.grad_clip_norm} would scale every gradient to 0; give a norm "
+                              "> 0, or null for no clipping")
+        if self.eval_subset_num_batches == 0 or self.eval_subset_num_batches < -1:
+            raise ConfigError("eval_subset_num_batches", f"{self.eval_subset_num_batches} must be -1 (the whole eval "
+                              "split) or >= 1")
+        if self.eval_loader is not None and self.eval_loader.drop_last:
+            raise ConfigError("eval_loader.drop_last", "evaluation always scores every sample, the last short batch "
+                              "too; drop the key")
+        if self.load_weights_only and not self.load_path:
+            raise ConfigError("load_weights_only", "there is no load_path to take weights from; set load_path or "
+                              "drop load_weights_only")
+
+
+def config_notices(raw: dict, cfg: TrainConfig) -> list[str]:
+    """One line for each key of the YAML (``raw``) that is accepted but deliberately not used in ``cfg``: the
+    training options of a tokenizer that is loaded by name (e.g. a run's saved tokenizer given on the command line
+    of a YAML that trains one), and ``eval_first`` without an eval_loader."""
+    notes = []
+    given = raw.get("tokenizer") or {}
+    unused = [k for k in ("vocab_size", "lowercase", "max_train_docs") if given.get(k) is not None]
+    if cfg.tokenizer.name and unused:
+        values = ", ".join(f"{k}={given[k]}" for k in unused)
+        notes.append(f"tokenizer: {values} only shape a tokenizer trained here; '{cfg.tokenizer.name}' is loaded as "
+                     "it is, so they are not used")
+    if cfg.eval_first and cfg.eval_loader is None:
+        notes.append("eval_first: there is no eval_loader, so nothing is evaluated before training")
+    return notes

@@ -93,6 +93,8 @@ class MDLMCollator(MLMCollator):
 
     objective: ClassVar[str] = "mdlm"
     """What the model should score: its MDLM metrics (``model.set_objective``)."""
+    uses_mlm_probability: ClassVar[bool] = False
+    """Each sequence draws its own rate: a loader's ``mlm_probability`` is refused (bertforge.data.text)."""
     schedule: Schedule = "linear"
     weighting: Weighting = "inverse_t"
     eps: float = 1e-3

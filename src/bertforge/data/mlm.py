@@ -116,6 +116,12 @@ class MLMCollator:
         return self._batch(*packed_rows(rows, width, self.pad_token_id))
 
 
+def uses_mlm_probability(collate: Collator) -> bool:
+    """Whether ``collate`` masks at the loader's ``mlm_probability``: a collator says so with a ``uses_mlm_probability``
+    attribute; one without it does unless its objective is ``mdlm`` (a rate drawn per sequence)."""
+    return bool(getattr(collate, "uses_mlm_probability", getattr(collate, "objective", "mlm") != "mdlm"))
+
+
 def tokenizer_ids(tokenizer) -> dict:
     """The token ids and vocabulary size a masking collator takes from its tokenizer."""
     return dict(pad_token_id=tokenizer.pad_token_id, mask_token_id=tokenizer.mask_token_id,

@@ -359,6 +359,8 @@ class SFTCollator:
 
     objective: ClassVar[str] = "mdlm"
     """What the model should score (``model.set_objective``): MDLM, as the ``mdlm`` collator."""
+    uses_mlm_probability: ClassVar[bool] = False
+    """It draws a masking rate per sequence; a loader's ``mlm_probability`` is refused."""
 
     mdlm: MDLMCollator
 

@@ -8,10 +8,12 @@ from streaming import StreamingDataset
 from torch.utils.data import DataLoader
 
 from bertforge import registry
-from bertforge.data.mlm import Collator, PackingCollator
+from bertforge.data.mds_checks import PAIRS_FORMAT, read_meta
+from bertforge.data.mlm import Collator, PackingCollator, uses_mlm_probability
 from bertforge.data.nsp import nsp_sample
 from bertforge.data.packing import TokenBudgetBatches
-from bertforge.data.streams import log_mixture, streaming_sources
+from bertforge.data.sft import SFTCollator
+from bertforge.data.streams import log_mixture, sources, streaming_sources
 from bertforge.errors import ConfigError
 
 
@@ -47,18 +49,78 @@ class StreamingTextDataset(StreamingDataset):
 
 
 def build_collator(loader_cfg, tokenizer, train: bool, key: str) -> Collator:
-    """The loader's registry collator (``key``: the loader's YAML key); with packing it must batch packed rows."""
+    """The loader's registry collator (``key``: the loader's YAML key); with packing it must batch packed rows, and
+    a collator that draws its own masking rate refuses an ``mlm_probability`` given in the YAML."""
     spec = loader_cfg.collator
-    collate = registry.collators.build(spec, f"{key}.collator", tokenizer, loader_cfg.mlm_probability, not train)
+    collate = registry.collators.build(spec, f"{key}.collator", tokenizer, loader_cfg.effective_mlm_probability,
+                                       not train)
+    if loader_cfg.mlm_probability is not None and not uses_mlm_probability(collate):
+        raise ConfigError(f"{key}.mlm_probability", f"collator '{spec['name']}' draws its own masking rate for each "
+                          "sequence and does not use it; drop the key (see the collator's schedule and eps)")
+    for src in sources(loader_cfg.dataset, f"{key}.dataset"):
+        check_data_collator(read_meta(src.data_dir), src.data_dir, collate, loader_cfg, key)
     if loader_cfg.packing and not isinstance(collate, PackingCollator):
         raise ConfigError(f"{key}.packing", f"collator '{spec['name']}' cannot batch packed documents (it has no "
                           "collate_packed method); set packing: false or use a collator that packs, e.g. mlm")
     return collate
 
 
+def check_eval_objective(train_objective: str, eval_collate: Collator, eval_cfg, key: str = "eval_loader") -> None:
+    """Refuse (one line) an eval collator whose batches need other metrics than ``train_objective``'s: the model sets
+    up its metrics once, for the train collator (an mdlm eval of an mlm run would report no ELBO)."""
+    ours = getattr(eval_collate, "objective", "mlm")
+    if ours != train_objective:
+        raise ConfigError(f"{key}.collator", f"'{eval_cfg.collator['name']}' makes {ours} batches but the model scores "
+                          f"the train_loader collator's objective, {train_objective}; use a collator of that objective")
+
+
+def check_data_collator(meta: dict, folder: str, collate: Collator, loader_cfg, key: str) -> None:
+    """Refuse (one line naming ``key``) a collator that would silently drop what a folder's rows carry: sentence
+    pairs (segment ids, pair labels) or chat samples (which tokens are the prompt) batched as plain text, a pair or
+    chat collator on other data, and masking options given for pairs whose masks were stored at conversion."""
+    fmt = meta.get("format")
+    if not fmt:  # data written before formats were recorded: nothing to compare
+        return
+    needs = "sft" if isinstance(collate, SFTCollator) else (
+        PAIRS_FORMAT if getattr(collate, "objective", "mlm") in ("nsp", "sop") else None)
+    holds = fmt if fmt in (PAIRS_FORMAT, "sft") else None
+    if needs != holds:
+        what = {PAIRS_FORMAT: "sentence pairs (convert_dataset.py --objective)",
+                "sft": "chat samples (convert_dataset.py --sft)"}.get(holds, f"{fmt} rows")
+        fit = {PAIRS_FORMAT: "nsp", "sft": "sft (answers masked, prompts kept)"}.get(holds, "mlm or mdlm")
+        raise ConfigError(f"{key}.collator", f"{folder} holds {what}; collator '{loader_cfg.collator['name']}' does "
+                          f"not fit them (it would drop what they carry or fail on them): use collator {fit}")
+    if holds == PAIRS_FORMAT and (meta.get("pairs") or {}).get("static_masking"):
+        given = [k for k, v in (("mlm_probability", loader_cfg.mlm_probability is not None),
+                                ("collator.whole_word_mask", loader_cfg.collator.get("whole_word_mask"))) if v]
+        if given:
+            raise ConfigError(f"{key}.{given[0]}", f"{folder} holds the masks made at conversion (--static-masking), "
+                              "which the collator keeps, so this is not used; drop it or convert without "
+                              "--static-masking")
+
+
+def check_rows_fit(local: str, max_seq_len: int, key: str = "max_seq_len") -> None:
+    """Refuse (one line naming ``key``) a ``max_seq_len`` that would cut every row of a folder whose rows were made to
+    a length: SFT samples (an answer would lose its end marker) or ``--concat-tokens`` chunks (part of every chunk
+    would never be trained on). Plain documents are cut as documented."""
+    meta = read_meta(local)
+    sft_len = int((meta.get("sft") or {}).get("max_seq_len") or 0) if meta.get("format") == "sft" else 0
+    if sft_len > max_seq_len:
+        raise ConfigError(key, f"{max_seq_len} is shorter than the SFT samples in {local} (up to {sft_len} tokens); "
+                          f"rows would be cut and answers lose their end marker: set {key}: {sft_len} or convert "
+                          f"with --max-seq-len {max_seq_len}")
+    chunk = int(meta.get("concat_tokens") or 0) if meta.get("format") == "tokens" else 0
+    if chunk and chunk + 2 > max_seq_len:
+        raise ConfigError(key, f"{max_seq_len} cannot hold the {chunk}-token chunks of {local} plus [CLS] and [SEP]; "
+                          f"every chunk would be cut: set {key}: {chunk + 2} or convert with --concat-tokens "
+                          f"{max_seq_len - 2}")
+
+
 def build_text_dataset(ds, tokenizer, max_seq_len: int, batch_size: int, seed: int, key: str) -> StreamingTextDataset:
     """The :class:`StreamingTextDataset` of dataset block ``ds`` (at ``key``): one folder or a ``streams`` mixture,
     whose per-source samples per epoch are logged once."""
+    for src in sources(ds, key):
+        check_rows_fit(src.data_dir, max_seq_len)
     try:
         dataset = StreamingTextDataset(
             tokenizer=tokenizer, max_seq_len=max_seq_len, **streaming_sources(ds), shuffle=ds.shuffle,
@@ -84,7 +146,7 @@ def build_text_dataloader(loader_cfg, tokenizer, max_seq_len: int, batch_size: i
     key = "train_loader" if train else "eval_loader"
     collate = collate if collate is not None else build_collator(loader_cfg, tokenizer, train, key)
     dataset = build_text_dataset(loader_cfg.dataset, tokenizer, max_seq_len, batch_size, seed, f"{key}.dataset")
-    drop_last = loader_cfg.drop_last if train else False
+    drop_last = loader_cfg.drop_last is not False if train else False  # eval: refused by the schema when true
     extra = {}
     if loader_cfg.num_workers > 0:
         extra["prefetch_factor"] = loader_cfg.prefetch_factor
@@ -94,8 +156,9 @@ def build_text_dataloader(loader_cfg, tokenizer, max_seq_len: int, batch_size: i
     extra |= {"generator": torch.Generator().manual_seed(seed), "num_workers": loader_cfg.num_workers,
               "pin_memory": loader_cfg.pin_memory}
     if loader_cfg.packing:  # the dataset yields whole batches of batch_size rows x max_seq_len slots
-        batches = TokenBudgetBatches(dataset, batch_size, max_seq_len, collate, loader_cfg.packing_lookahead,
-                                     drop_last, tracks_position=loader_cfg.num_workers == 0)
+        lookahead = loader_cfg.effective_packing_lookahead
+        batches = TokenBudgetBatches(dataset, batch_size, max_seq_len, collate, lookahead, drop_last,
+                                     tracks_position=loader_cfg.num_workers == 0)
         return PackedBatchLoader(batches, **extra)
     return DataLoader(dataset, batch_size=batch_size, collate_fn=collate, drop_last=drop_last, **extra)
 

@@ -15,6 +15,7 @@ from composer.optim import (
 )
 from composer.optim.scheduler import _convert_time
 
+from bertforge.errors import ConfigError
 from bertforge.registry import schedulers
 
 
@@ -42,6 +43,12 @@ def build_constant_warmup(t_warmup: str = "0.06dur", alpha: float = 1.0) -> Comp
     return ConstantWithWarmupScheduler(t_warmup=t_warmup, alpha=alpha)
 
 
+def _overlap(t_warmup: str, t_decay: str, total: str) -> ConfigError:
+    """The error for a decay that would start before the warmup ends (and cut the warmup short)."""
+    return ConfigError("scheduler.t_decay", f"t_warmup {t_warmup} + t_decay {t_decay} exceed the whole run "
+                       f"({total}); the decay would start before the warmup ends: shorten one of them")
+
+
 class WarmupStableDecayScheduler(ComposerScheduler):
     """Warmup-stable-decay (trapezoidal): linear warmup to ``alpha``, hold, then decay to ``alpha_f`` over
     ``t_decay``.
@@ -56,12 +63,20 @@ class WarmupStableDecayScheduler(ComposerScheduler):
 
     def __call__(self, state: State, ssr: float = 1.0) -> float:
         t_max = _convert_time("1dur", state, ssr)
+        times = {name: _convert_time(getattr(self, name), state, ssr) for name in ("t_warmup", "t_decay")}
+        length, unit = f"{t_max.value}{t_max.unit.value}", t_max.unit.value
+        for name, time in times.items():  # a count in another unit would be compared as if it were in t_max's
+            if time.unit != t_max.unit and time.value:
+                raise ConfigError(f"scheduler.{name}", f"{getattr(self, name)} counts {time.unit.value} but the run's "
+                                  f"length counts {unit} ({length}); give it in {unit} or as a fraction of the run "
+                                  "(e.g. 0.06dur)")
         now = state.timestamp.get(t_max.unit).value
-        warmup = _convert_time(self.t_warmup, state, ssr).value
-        decay = _convert_time(self.t_decay, state, ssr).value
+        warmup, decay = times["t_warmup"].value, times["t_decay"].value
+        decay_start = t_max.value - decay
+        if warmup > decay_start:  # units the builder could not compare (e.g. 600ba and 0.5dur)
+            raise _overlap(self.t_warmup, self.t_decay, length)
         if now < warmup:
             return self.alpha * now / max(warmup, 1)
-        decay_start = t_max.value - decay
         if now < decay_start or decay == 0:
             return self.alpha
         progress = min((now - decay_start) / decay, 1.0)
@@ -78,4 +93,7 @@ def build_wsd(
     alpha: float = 1.0,
 ) -> ComposerScheduler:
     """Linear warmup to ``alpha``, a long constant stage, then a final decay to ``alpha_f`` over ``t_decay``."""
+    shares = [float(str(t).strip()[:-3]) for t in (t_warmup, t_decay) if str(t).strip().endswith("dur")]
+    if len(shares) == 2 and sum(shares) > 1:  # refused before any work where the units compare here
+        raise _overlap(t_warmup, t_decay, "1dur")
     return WarmupStableDecayScheduler(t_warmup, t_decay, alpha_f, decay_shape, alpha)
