@@ -87,6 +87,23 @@ def test_hf_model_type_and_pretrained_folder_are_checked(tmp_path):
     assert registry.models.validate(block, "model")["model_config"] == block["model_config"]
 
 
+def test_hf_keys_a_pretrained_checkpoint_decides_are_refused(tmp_path):
+    """Before: model_type and pad_vocab_to_multiple_of next to pretrained_model_name were silently ignored."""
+    from transformers import AutoTokenizer, ModernBertConfig
+
+    from bertforge.models.hf_bert import build_hf_mlm
+    from tests.conftest import SHARED_DATA
+
+    tok = AutoTokenizer.from_pretrained(SHARED_DATA / "tokenizers" / "modernbert")
+    ModernBertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                     vocab_size=len(tok)).save_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match=r"^model.model_type: 'bert', but '.*' is modernbert; drop model_type"):
+        build_hf_mlm(tok, model_type="bert", pretrained_model_name=str(tmp_path))
+    with pytest.raises(ConfigError, match=r"^model.pad_vocab_to_multiple_of: the vocabulary of '.*' is its own"):
+        build_hf_mlm(tok, pretrained_model_name=str(tmp_path), pad_vocab_to_multiple_of=64)
+    assert build_hf_mlm(tok, model_type="modernbert", pretrained_model_name=str(tmp_path)) is not None
+
+
 def test_classifier_model_config_is_checked_too():
     with pytest.raises(ConfigError, match=r"model.model_config.hiden_size: unknown key \(did you mean 'hidden_size'"):
         registry.classifiers.validate({"name": "flexbert", "model_config": {"hiden_size": 8}}, "model")

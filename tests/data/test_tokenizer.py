@@ -102,6 +102,20 @@ def test_build_tokenizer_uses_the_data_tokenizer(data_with_tokenizer, tmp_path):
     assert saved.read_text() == (mds / "tokenizer" / "tokenizer.json").read_text()
 
 
+def test_a_rerun_asking_for_another_tokenizer_is_refused(data_with_tokenizer, tmp_path):
+    """Before: a rerun reused the tokenizer an earlier attempt saved, whatever tokenizer.vocab_size now said."""
+    from bertforge.config import load_config
+    from bertforge.train import build_tokenizer
+
+    mds = data_with_tokenizer
+    args = [f"run_dir={tmp_path / 'run'}", f"train_loader.dataset.local={mds}", f"eval_loader.dataset.local={mds}"]
+    assert len(build_tokenizer(load_config(QUICKSTART_YAML, [*args, "tokenizer.vocab_size=300"]))) == 300
+    assert len(build_tokenizer(load_config(QUICKSTART_YAML, [*args, "tokenizer.vocab_size=300"]))) == 300  # reused
+    with pytest.raises(UserError, match=r"^tokenizer\.vocab_size: 400, but an earlier attempt of this run saved a "
+                                        r"tokenizer made with 300 in .*run/tokenizer"):
+        build_tokenizer(load_config(QUICKSTART_YAML, [*args, "tokenizer.vocab_size=400"]))
+
+
 def test_weights_from_a_folder_refuse_another_tokenizer(tmp_path):
     """A pretrained folder carries its tokenizer: another one (ids meaning other tokens) is refused; the same one
     under another path passes, and a folder without tokenizer files has nothing to compare."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -214,7 +215,10 @@ def tokenizer_for_run(name: str | None, train_folder: str, save_dir: str, vocab_
     would train (:func:`data_tokenizer`), else trained on ``train_folder``; saved to ``save_dir``."""
     if name:
         return load_tokenizer(name)
+    settings = {"vocab_size": vocab_size, "lowercase": lowercase, "max_train_docs": max_docs}
+    record = os.path.join(save_dir, TRAINED_WITH)
     if os.path.isfile(os.path.join(save_dir, "tokenizer.json")):
+        _check_saved_settings(record, settings, save_dir)
         return load_tokenizer(save_dir, key="tokenizer (saved with the run)")
     from_data = data_root and data_tokenizer(data_root, train_folder, vocab_size, lowercase, max_docs)
     if from_data:
@@ -224,4 +228,23 @@ def tokenizer_for_run(name: str | None, train_folder: str, save_dir: str, vocab_
         log.info("tokenizer: training a %d-token WordPiece tokenizer on %s", vocab_size, train_folder)
         tok = train_wordpiece(MDSTexts(train_folder, max_docs), vocab_size, lowercase)
     tok.save_pretrained(save_dir)
+    with open(record, "w", encoding="utf-8") as f:
+        json.dump(settings, f)
     return tok
+
+
+TRAINED_WITH = "bertforge_trained_with.json"
+"""Beside a tokenizer a run trained (or took from its data): the ``tokenizer`` settings it was made with."""
+
+
+def _check_saved_settings(record: str, settings: dict[str, Any], save_dir: str) -> None:
+    """Refuse (one line) reusing an earlier attempt's tokenizer when the YAML now asks for another one."""
+    if not os.path.isfile(record):  # saved before the settings were recorded: nothing to compare
+        return
+    with open(record, encoding="utf-8") as f:
+        saved = json.load(f)
+    for key, value in settings.items():
+        if key in saved and saved[key] != value:
+            raise UserError(f"tokenizer.{key}: {value!r}, but an earlier attempt of this run saved a tokenizer made "
+                            f"with {saved[key]!r} in {save_dir}; use another run_dir, delete that folder, or set "
+                            f"tokenizer.{key}: {saved[key]!r}")

@@ -184,12 +184,14 @@ def enable_checkpointing(model: PreTrainedModel, model_config: dict | None) -> N
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def build_config(tokenizer, model_type: str, pretrained_model_name: str | None, model_config: dict,
-                 pad_vocab_to_multiple_of: int) -> PretrainedConfig:
-    """The transformers config: from the pretrained name or ``model_type``, with overrides applied.
+def build_config(tokenizer, model_type: str | None, pretrained_model_name: str | None, model_config: dict,
+                 pad_vocab_to_multiple_of: int | None) -> PretrainedConfig:
+    """The transformers config: from the pretrained name or ``model_type`` (default bert), with overrides applied.
 
-    The vocabulary defaults to the tokenizer's size rounded up to ``pad_vocab_to_multiple_of``;
-    ``activation_checkpointing`` is not a config attribute (see :func:`enable_checkpointing`).
+    The vocabulary defaults to the tokenizer's size rounded up to ``pad_vocab_to_multiple_of`` (default 8); with a
+    pretrained name it is the checkpoint's, so that key, and a ``model_type`` other than the checkpoint's, are
+    refused rather than ignored. ``activation_checkpointing`` is not a config attribute (see
+    :func:`enable_checkpointing`).
     """
     model_config = {k: v for k, v in model_config.items() if k != CHECKPOINTING}
     if pretrained_model_name:
@@ -198,9 +200,15 @@ def build_config(tokenizer, model_type: str, pretrained_model_name: str | None, 
         except (OSError, ValueError) as err:
             first = str(err).strip().splitlines()[0]
             raise UserError(f"{KEY}.pretrained_model_name: cannot load '{pretrained_model_name}' ({first})") from None
+        if model_type is not None and model_type != config.model_type:
+            raise ConfigError(f"{KEY}.model_type", f"'{model_type}', but '{pretrained_model_name}' is "
+                              f"{config.model_type}; drop model_type (the checkpoint decides it)")
+        if pad_vocab_to_multiple_of is not None:
+            raise ConfigError(f"{KEY}.pad_vocab_to_multiple_of", f"the vocabulary of '{pretrained_model_name}' is "
+                              "its own; drop the key (or set model_config.vocab_size)")
     else:
-        config = config_class_for_type(model_type)()
-        config.vocab_size = padded_vocab_size(tokenizer, pad_vocab_to_multiple_of)
+        config = config_class_for_type(model_type or "bert")()
+        config.vocab_size = padded_vocab_size(tokenizer, pad_vocab_to_multiple_of or 8)
         config.pad_token_id = tokenizer.pad_token_id
     check_config(type(config), model_config, f"{KEY}.model_config")
     for name, value in model_config.items():
@@ -247,11 +255,11 @@ def check_pretrained_overrides(name: str, model_config: dict) -> None:
 @models.register("hf_bert", config_class=model_config_class)
 def build_hf_mlm(
     tokenizer: Any,
-    model_type: str = "bert",
+    model_type: str | None = None,
     pretrained_model_name: str | None = None,
     pretrained: bool = False,
     model_config: dict | None = None,
-    pad_vocab_to_multiple_of: int = 8,
+    pad_vocab_to_multiple_of: int | None = None,
 ) -> HuggingFaceModel:
     """A transformers masked-LM (``model_type`` or ``pretrained_model_name``), random init or pretrained.
 

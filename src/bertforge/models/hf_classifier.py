@@ -51,11 +51,11 @@ def _head_prefixes(hf_model: torch.nn.Module) -> tuple[tuple[str, ...], tuple[st
 def build_hf_classifier(
     tokenizer: Any,
     num_labels: int,
-    model_type: str = "bert",
+    model_type: str | None = None,
     pretrained_model_name: str | None = None,
     pretrained: bool = False,
     model_config: dict | None = None,
-    pad_vocab_to_multiple_of: int = 8,
+    pad_vocab_to_multiple_of: int | None = None,
     pooling: Literal["cls"] = "cls",
 ) -> HFClassifier:
     """A transformers sequence classifier (``num_labels == 1``: regression) with a new task head.
