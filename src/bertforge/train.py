@@ -26,18 +26,12 @@ from bertforge.callbacks.resume_rng import ResumeRNG
 from bertforge.callbacks.schedule_alignment import ScheduleAlignment
 from bertforge.checkpoints import discard_incomplete_checkpoints, resolve_resume
 from bertforge.config import TrainConfig, load_config
-from bertforge.data.mds_checks import check_pairs_fit, read_meta, split_dir
+from bertforge.data.mds_checks import check_rows_fit, read_meta, split_dir
 from bertforge.data.packing import documents_in_batch
 from bertforge.data.sft import carry_chat_template
 from bertforge.data.streams import check_sources, sources
-from bertforge.data.text import build_collator, build_text_dataloader, check_eval_objective, check_rows_fit
-from bertforge.data.tokenizer import (
-    check_pretrained_tokenizer,
-    check_same_tokenizer,
-    checkpoint_tokenizer,
-    tokenizer_for_run,
-    vocab_fingerprint,
-)
+from bertforge.data.text import build_collator, build_text_dataloader, check_eval_objective
+from bertforge.data.tokenizer import check_pretrained_tokenizer, tokenizer_for_run, vocab_fingerprint
 from bertforge.errors import ConfigError, UserError
 from bertforge.models.export import export_refusal
 from bertforge.models.params import describe_parameters
@@ -94,8 +88,7 @@ def validate(cfg: TrainConfig) -> None:
     for name, loader in loaders:
         registry.collators.validate(loader.collator, f"{name}.collator")
         check_sources(loader.dataset, f"{name}.dataset")
-        for src in sources(loader.dataset, f"{name}.dataset"):  # sentence pairs and SFT rows are never cut
-            check_pairs_fit(src.data_dir, cfg.max_seq_len)
+        for src in sources(loader.dataset, f"{name}.dataset"):  # pairs, SFT rows and chunks are never cut
             check_rows_fit(src.data_dir, cfg.max_seq_len)
 
 
@@ -127,10 +120,7 @@ def build_tokenizer(cfg: TrainConfig):
     check_data_tokenizer(cfg, tokenizer)
     carry_chat_template(tokenizer, metas)
     load_path = expand_paths(cfg.load_path, cfg) if cfg.load_path else None
-    trained_with = checkpoint_tokenizer(load_path)
-    if trained_with and os.path.abspath(trained_with) != os.path.abspath(os.path.join(cfg.run_dir, "tokenizer")):
-        check_same_tokenizer(tokenizer, tok.name or "trained for this run", trained_with, load_path, "tokenizer.name",
-                             f"use the tokenizer {load_path} was trained with")
+    check_pretrained_tokenizer(tokenizer, tok.name, load_path, "tokenizer.name")  # weights from another run
     return tokenizer
 
 

@@ -175,17 +175,15 @@ def test_wsd_decay_overlapping_the_warmup_or_in_another_unit_is_refused():
     ({"format": "sft", "sft": {"max_seq_len": 128}}, 256, None),
     ({"format": "text", "concat_tokens": None}, 8, None),
 ])
-def test_rows_made_to_a_length_are_not_cut_silently(tmp_path, tiny_wordpiece, meta, max_seq_len, match):
-    from bertforge.data.mds_checks import META_FILE
-    from bertforge.data.text import build_text_dataset, check_rows_fit
+def test_rows_made_to_a_length_are_not_cut_silently(tmp_path, meta, max_seq_len, match):
+    from bertforge.data.mds_checks import META_FILE, check_rows_fit
 
     (tmp_path / META_FILE).write_text(json.dumps(meta))
     if match is None:
         check_rows_fit(str(tmp_path), max_seq_len)
         return
     with pytest.raises(ConfigError, match=match):  # before any shard is read (there are none here)
-        build_text_dataset(DatasetConfig(local=str(tmp_path)), tiny_wordpiece, max_seq_len, 4, 17,
-                           "train_loader.dataset")
+        check_rows_fit(str(tmp_path), max_seq_len)
 
 
 def test_documented_refusals_stay():

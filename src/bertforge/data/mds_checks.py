@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from bertforge.errors import UserError
+from bertforge.errors import ConfigError, UserError
 
 META_FILE = "bertforge_meta.json"
 DATA_TOKENIZER_DIR = "tokenizer"
@@ -73,3 +73,22 @@ def check_pairs_fit(local: str, max_seq_len: int, key: str = "max_seq_len") -> N
         raise UserError(f"{key}: {max_seq_len} is shorter than the sentence pairs in {local} (up to "
                         f"{meta['max_seq_len']} tokens); set {key}: {meta['max_seq_len']} or convert with "
                         f"--max-seq-len {max_seq_len}")
+
+
+def check_rows_fit(local: str, max_seq_len: int, key: str = "max_seq_len") -> None:
+    """Refuse (one line naming ``key``) a ``max_seq_len`` that would cut the rows of a folder whose rows were made to
+    a length: sentence pairs (:func:`check_pairs_fit`), SFT samples (an answer would lose its end marker) or
+    ``--concat-tokens`` chunks (part of every chunk would never be trained on). Plain documents are cut as
+    documented."""
+    check_pairs_fit(local, max_seq_len, key)
+    meta = read_meta(local)
+    sft_len = int((meta.get("sft") or {}).get("max_seq_len") or 0) if meta.get("format") == "sft" else 0
+    if sft_len > max_seq_len:
+        raise ConfigError(key, f"{max_seq_len} is shorter than the SFT samples in {local} (up to {sft_len} tokens); "
+                          f"rows would be cut and answers lose their end marker: set {key}: {sft_len} or convert "
+                          f"with --max-seq-len {max_seq_len}")
+    chunk = int(meta.get("concat_tokens") or 0) if meta.get("format") == "tokens" else 0
+    if chunk and chunk + 2 > max_seq_len:
+        raise ConfigError(key, f"{max_seq_len} cannot hold the {chunk}-token chunks of {local} plus [CLS] and [SEP]; "
+                          f"every chunk would be cut: set {key}: {chunk + 2} or convert with --concat-tokens "
+                          f"{max_seq_len - 2}")

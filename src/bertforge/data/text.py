@@ -99,28 +99,9 @@ def check_data_collator(meta: dict, folder: str, collate: Collator, loader_cfg, 
                               "--static-masking")
 
 
-def check_rows_fit(local: str, max_seq_len: int, key: str = "max_seq_len") -> None:
-    """Refuse (one line naming ``key``) a ``max_seq_len`` that would cut every row of a folder whose rows were made to
-    a length: SFT samples (an answer would lose its end marker) or ``--concat-tokens`` chunks (part of every chunk
-    would never be trained on). Plain documents are cut as documented."""
-    meta = read_meta(local)
-    sft_len = int((meta.get("sft") or {}).get("max_seq_len") or 0) if meta.get("format") == "sft" else 0
-    if sft_len > max_seq_len:
-        raise ConfigError(key, f"{max_seq_len} is shorter than the SFT samples in {local} (up to {sft_len} tokens); "
-                          f"rows would be cut and answers lose their end marker: set {key}: {sft_len} or convert "
-                          f"with --max-seq-len {max_seq_len}")
-    chunk = int(meta.get("concat_tokens") or 0) if meta.get("format") == "tokens" else 0
-    if chunk and chunk + 2 > max_seq_len:
-        raise ConfigError(key, f"{max_seq_len} cannot hold the {chunk}-token chunks of {local} plus [CLS] and [SEP]; "
-                          f"every chunk would be cut: set {key}: {chunk + 2} or convert with --concat-tokens "
-                          f"{max_seq_len - 2}")
-
-
 def build_text_dataset(ds, tokenizer, max_seq_len: int, batch_size: int, seed: int, key: str) -> StreamingTextDataset:
     """The :class:`StreamingTextDataset` of dataset block ``ds`` (at ``key``): one folder or a ``streams`` mixture,
     whose per-source samples per epoch are logged once."""
-    for src in sources(ds, key):
-        check_rows_fit(src.data_dir, max_seq_len)
     try:
         dataset = StreamingTextDataset(
             tokenizer=tokenizer, max_seq_len=max_seq_len, **streaming_sources(ds), shuffle=ds.shuffle,

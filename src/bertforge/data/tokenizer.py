@@ -28,7 +28,6 @@ def vocab_fingerprint(tokenizer: Any) -> str:
     """A short hash of what token ids mean to ``tokenizer``: its vocabulary (token -> id) and which ids its special
     tokens take. Equal for two tokenizers whose ids a model can share; data records it (``bertforge_meta.json``)."""
     import hashlib
-    import json
 
     specials = {name: getattr(tokenizer, f"{name}_token_id", None)
                 for name in ("pad", "mask", "cls", "sep", "unk", "bos", "eos")}
@@ -68,16 +67,18 @@ def check_same_tokenizer(tokenizer: Any, name: str | None, trained_with: str, ch
         log.warning("%s: cannot compare with %s, the tokenizer of %s (%s)", key, trained_with, checkpoint, err)
         return
     if vocab_fingerprint(tokenizer) != theirs:
-        raise UserError(f"{key}: '{name}' is not the tokenizer {checkpoint} was trained with ('{trained_with}'): "
+        ours = f"'{name}'" if name else "the tokenizer trained for this run"
+        raise UserError(f"{key}: {ours} is not the tokenizer {checkpoint} was trained with ('{trained_with}'): "
                         f"their vocabularies or special-token ids differ; {fix}")
 
 
 def check_pretrained_tokenizer(tokenizer: Any, name: str | None, source: str | None, key: str) -> None:
-    """Refuse (one line) ``tokenizer`` (configured as ``name``) for weights converted or loaded from ``source`` (a
-    Hub name or folder) when the tokenizer that came with them gives its ids other meanings."""
-    if not source or source == name:
+    """Refuse (one line) ``tokenizer`` (configured as ``name``; None: trained for this run) for weights from
+    ``source`` (a main.py checkpoint, a folder or a Hub name) when the tokenizer they were trained with gives its
+    ids other meanings. A remote checkpoint (``s3://...``) says nothing about its tokenizer here."""
+    if not source or source == name or "://" in source:
         return
-    trained_with = checkpoint_tokenizer(source) if os.path.isdir(source) else source
+    trained_with = checkpoint_tokenizer(source) if os.path.exists(source) else source
     if trained_with and trained_with != name:
         check_same_tokenizer(tokenizer, name, trained_with, source, key, f"use the tokenizer of {source}")
 
