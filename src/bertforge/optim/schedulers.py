@@ -63,18 +63,11 @@ class WarmupStableDecayScheduler(ComposerScheduler):
 
     def __call__(self, state: State, ssr: float = 1.0) -> float:
         t_max = _convert_time("1dur", state, ssr)
-        times = {name: _convert_time(getattr(self, name), state, ssr) for name in ("t_warmup", "t_decay")}
-        length, unit = f"{t_max.value}{t_max.unit.value}", t_max.unit.value
-        for name, time in times.items():  # a count in another unit would be compared as if it were in t_max's
-            if time.unit != t_max.unit and time.value:
-                raise ConfigError(f"scheduler.{name}", f"{getattr(self, name)} counts {time.unit.value} but the run's "
-                                  f"length counts {unit} ({length}); give it in {unit} or as a fraction of the run "
-                                  "(e.g. 0.06dur)")
+        warmup, decay = (self._count(name, t_max, state, ssr) for name in ("t_warmup", "t_decay"))
         now = state.timestamp.get(t_max.unit).value
-        warmup, decay = times["t_warmup"].value, times["t_decay"].value
         decay_start = t_max.value - decay
         if warmup > decay_start:  # units the builder could not compare (e.g. 600ba and 0.5dur)
-            raise _overlap(self.t_warmup, self.t_decay, length)
+            raise _overlap(self.t_warmup, self.t_decay, f"{t_max.value}{t_max.unit.value}")
         if now < warmup:
             return self.alpha * now / max(warmup, 1)
         if now < decay_start or decay == 0:
@@ -82,6 +75,17 @@ class WarmupStableDecayScheduler(ComposerScheduler):
         progress = min((now - decay_start) / decay, 1.0)
         remaining = 1.0 - progress if self.decay_shape == "linear" else 1.0 - math.sqrt(progress)
         return self.alpha_f + (self.alpha - self.alpha_f) * remaining
+
+    def _count(self, name: str, t_max, state: State, ssr: float) -> float:
+        """``t_warmup`` / ``t_decay`` counted in the run length's unit; one line when it counts another (it would be
+        compared as if it did)."""
+        time = _convert_time(getattr(self, name), state, ssr)
+        if time.unit != t_max.unit and time.value:
+            unit = t_max.unit.value
+            raise ConfigError(f"scheduler.{name}", f"{getattr(self, name)} counts {time.unit.value} but the run's "
+                              f"length counts {unit} ({t_max.value}{unit}); give it in {unit} or as a fraction of "
+                              "the run (e.g. 0.06dur)")
+        return time.value
 
 
 @schedulers.register("warmup_stable_decay")
