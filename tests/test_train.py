@@ -82,6 +82,7 @@ def _final_weights(run_dir: Path) -> dict:
     # masked diffusion on FlexBERT with packing: packed batches carry documents across batches, so the checkpoint
     # must hold them (see data/packing.py); per-sequence rates and masks come from the checkpointed RNG stream
     (REPO / "yamls/generative/quickstart-mdlm.yaml", {"max_duration": "20ba", "eval_subset_num_batches": 1,
+                                                      "tokenizer.name": "null",
                                                       "train_loader.packing": True, "eval_loader.packing": True}),
     # a two-source mixture (streams), each streamed from a "remote" folder into a cache ($MDS, $TMP: filled in below)
     (QUICKSTART_YAML, {"train_loader.dataset.local": "null", "train_loader.dataset.cache_limit": "10mb",

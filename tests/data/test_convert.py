@@ -255,3 +255,40 @@ def test_train_tokenizer_beside_the_splits(tmp_path, small_text):
         convert(path, tmp_path / "ids", tokenizer=str(TOKENIZER), train_tokenizer=200)
     with pytest.raises(UserError, match="--cased: only applies to --train-tokenizer"):
         main(["--input", str(path), "--out", str(tmp_path / "x"), "--cased"])
+
+
+def test_tokenizer_also_learns_the_finetuning_texts(tmp_path, small_text):
+    """A tokenizer trained on Shakespeare alone writes [UNK] for digits and '#' (the SFT quickstart's answers
+    were [UNK] runs); with --tokenizer-also it learns the chat records' text too, without writing them as samples."""
+    from transformers import AutoTokenizer
+
+    from bertforge.data.tokenizer import data_tokenizer
+
+    path, docs = small_text
+    answer = "Step 1: mix 250 grams of flour. ### Done"
+    chat = tmp_path / "chat.json"
+    chat.write_text(json.dumps([{"instruction": "How do I bake bread?", "input": "", "output": answer}] * 30))
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text(json.dumps({"body": "Quantum computing at 99% fidelity."}) + "\n")
+    plain, both = tmp_path / "plain", tmp_path / "both"
+    convert(path, plain, doc_separator="blank", train_tokenizer=300)
+    meta = main(["--input", str(path), "--doc-separator", "blank", "--out", str(both), "--train-tokenizer", "300",
+                 "--tokenizer-also", str(chat), "--tokenizer-also", str(notes), "--text-field", "body"])
+    assert meta["trained_tokenizer"]["also"] == [str(chat), str(notes)]
+    assert sum(meta["splits"].values()) == len(docs)  # the extra texts are not samples
+    unk = "[UNK]"
+    assert unk in AutoTokenizer.from_pretrained(str(plain / "tokenizer")).tokenize(answer)
+    tok = AutoTokenizer.from_pretrained(str(both / "tokenizer"))
+    assert unk not in tok.tokenize(answer + " quantum 99%") and len(tok) == 300
+    # a run with tokenizer.name null trains on the split alone, so it does not take this one unasked
+    assert data_tokenizer(str(both), str(both / "train"), 300, True, None) is None
+    assert data_tokenizer(str(plain), str(plain / "train"), 300, True, None) == str(plain / "tokenizer")
+    with pytest.raises(UserError, match=r"^--tokenizer-also .*missing.json: no such file"):
+        convert(path, tmp_path / "x", doc_separator="blank", train_tokenizer=300,
+                tokenizer_also=[str(tmp_path / "missing.json")])
+    with pytest.raises(UserError, match=r"^--tokenizer-also: only applies to --train-tokenizer"):
+        convert(path, tmp_path / "y", tokenizer_also=[str(chat)])
+    chat.write_text(json.dumps([{"instruction": "no answer"}]))
+    with pytest.raises(UserError, match=r"record 0: missing field 'output'"):
+        convert(path, tmp_path / "z", doc_separator="blank", train_tokenizer=300, tokenizer_also=[str(chat)])
+    assert not (tmp_path / "z").exists()  # refused before any work

@@ -252,6 +252,7 @@ def test_quickstart_sft_yaml_validates():
         "schedule": "linear", "weighting": "inverse_t"}
     mdlm = load_config(REPO / "yamls" / "generative" / "quickstart-mdlm.yaml")
     assert cfg.model == mdlm.model and cfg.max_seq_len == mdlm.max_seq_len == 128  # its checkpoint loads here
+    assert cfg.tokenizer == mdlm.tokenizer  # and its ids mean the same
     registry.models.validate(cfg.model, "model")
 
 

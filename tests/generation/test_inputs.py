@@ -114,3 +114,25 @@ def test_chat_answers_stop_at_the_sft_end_marker_too(monkeypatch):
     assert set(seen["end_token_ids"]) == {tok.eos_token_id, tok.sep_token_id}
     generator.run(["hi"], SamplerConfig(max_new_tokens=4, steps=4, block_length=4))
     assert seen["end_token_ids"] == [tok.eos_token_id]  # plain text: as before
+
+
+def test_chat_prompts_render_as_sft_data_without_a_template_did():
+    """SFT data rendered with the plain alpaca template leaves the run tokenizer without a chat template
+    (data/sft.carry_chat_template); `generate.py --chat` on that model refused ("no chat template") while chat.py
+    answered. Both now render the prompt exactly as the training data did."""
+    from transformers import AutoTokenizer
+
+    from bertforge.data.sft import SFTEncoder, SFTOptions, to_messages
+    from bertforge.generation import encode_prompt
+    from tests.conftest import SHARED_DATA
+
+    tok = AutoTokenizer.from_pretrained(SHARED_DATA / "tokenizers" / "bert-base-uncased")
+    assert not tok.chat_template
+    record = {"instruction": "Name three colours.", "output": "red, green and blue"}
+    example = SFTEncoder(tok, SFTOptions(64))([to_messages(record, "r")])[0]  # as convert_dataset.py --sft writes
+    ids = encode_prompt(tok, record["instruction"], chat=True)
+    assert ids == example.input_ids[:example.prompt_len].tolist()  # the training prompt, token for token
+    assert tok.decode(ids).startswith("[CLS] # # # instruction : name three colours.")
+    assert tok.decode(ids).endswith("# # # response :")
+    tok.chat_template = "{% for m in messages %}<{{ m['content'] }}>{% endfor %}"
+    assert tok.decode(encode_prompt(tok, "hi", chat=True)) == "[CLS] < hi >"  # its own template when it has one

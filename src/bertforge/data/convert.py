@@ -14,7 +14,6 @@ import contextlib
 import functools
 import itertools
 import json
-import logging
 import multiprocessing
 import os
 import re
@@ -32,194 +31,13 @@ from bertforge.data import nsp_pairs
 from bertforge.data import sft as sft_data
 from bertforge.data.mds_checks import DATA_TOKENIZER_DIR as TOKENIZER_DIR
 from bertforge.data.mds_checks import META_FILE as META_NAME
+from bertforge.data.readers import iter_docs, plan_jobs, quiet_hub, tokenizer_text_readers
 from bertforge.errors import UserError
 
-HF_MARKERS = ("dataset_dict.json", "state.json", "dataset_info.json")
-JSONL_SUFFIXES = (".jsonl", ".json")
-SPLIT_ALIASES = {"val": ("validation", "valid", "dev"), "validation": ("val", "valid", "dev")}
 DOCS_PER_CHUNK = 256
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
-Reader = Callable[[], Iterator[str]]
 _WORKER_ENCODE: Any = None
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return (lines[0] if lines else type(err).__name__)[:200]
-
-
-def _read_text(path: Path, doc_separator: str) -> Iterator[str]:
-    with path.open(encoding="utf-8") as fh:
-        if doc_separator == "line":
-            for line in fh:
-                yield line.rstrip("\n")
-            return
-        block: list[str] = []
-        for line in fh:
-            line = line.rstrip("\n")
-            if line.strip():
-                block.append(line)
-            elif block:
-                yield "\n".join(block)
-                block = []
-        if block:
-            yield "\n".join(block)
-
-
-def _read_jsonl(path: Path, field: str) -> Iterator[str]:
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}:{lineno}: invalid JSON ({err.msg}); "
-                                "each line must be one JSON object") from None
-            if not isinstance(obj, dict) or field not in obj:
-                found = ", ".join(map(str, obj)) if isinstance(obj, dict) else type(obj).__name__
-                raise UserError(f"{path}:{lineno}: no field '{field}' (found: {found}); "
-                                "pass --text-field NAME")
-            value = obj[field]
-            if value is not None and not isinstance(value, str):
-                raise UserError(f"{path}:{lineno}: field '{field}' is {type(value).__name__}, "
-                                "expected a string; pass the right --text-field")
-            if value is not None:
-                yield value
-
-
-def _file_reader(path: Path, field: str | None, doc_separator: str) -> Reader:
-    def read() -> Iterator[str]:
-        try:
-            if field is None:  # --sft: conversations instead of texts
-                yield from sft_data.read_sft_file(path)
-            elif path.suffix.lower() in JSONL_SUFFIXES:
-                yield from _read_jsonl(path, field)
-            else:
-                yield from _read_text(path, doc_separator)
-        except UnicodeDecodeError as err:
-            raise UserError(f"{path}: not UTF-8 text ({err.reason}); convert the file to UTF-8") from None
-
-    return read
-
-
-def _dataset_reader(label: str, ds: Any, field: str | None) -> Reader:
-    if field is None:  # --sft
-        return lambda: sft_data.dataset_conversations(label, ds)
-    if field not in ds.column_names:
-        raise UserError(f"{label}: dataset has no column '{field}' "
-                        f"(columns: {', '.join(ds.column_names)}); pass --text-field NAME")
-
-    def read() -> Iterator[str]:
-        for batch in ds.select_columns([field]).iter(batch_size=1000):
-            for value in batch[field]:
-                if value is not None and not isinstance(value, str):
-                    raise UserError(f"{label}: column '{field}' holds {type(value).__name__}, expected text")
-                if value is not None:
-                    yield value
-
-    return read
-
-
-def _docs(readers: Iterable[Reader]) -> Iterator[str]:
-    """All non-empty documents (or SFT conversations) of ``readers``, in order."""
-    for read in readers:
-        for doc in read():
-            if not isinstance(doc, str) or doc.strip():
-                yield doc
-
-
-@contextlib.contextmanager
-def _quiet_hub() -> Iterator[None]:
-    """Hide huggingface_hub's per-retry warnings; a failure becomes one UserError line instead."""
-    hub_logger = logging.getLogger("huggingface_hub")
-    level = hub_logger.level
-    hub_logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        hub_logger.setLevel(level)
-
-
-def _load_saved(path: Path) -> Any:
-    import datasets
-
-    try:
-        return datasets.load_from_disk(str(path))
-    except Exception as err:  # any failure here means a bad folder
-        raise UserError(f"{path}: cannot load this saved datasets folder ({_first_line(err)}); "
-                        "re-create it with Dataset.save_to_disk") from None
-
-
-def _load_hub(name: str, config: str | None) -> Any:
-    import datasets
-
-    try:
-        with _quiet_hub():
-            return datasets.load_dataset(name, config)
-    except Exception as err:  # network, auth, unknown name: all fixable by the user
-        raise UserError(f"--hf-dataset {name}: cannot load it from the Hub ({_first_line(err)}); this "
-                        "needs network access, or save a local copy with save_to_disk and pass --input "
-                        "FOLDER") from None
-
-
-def _resolve(raw: str, flag: str) -> list[tuple[str, Any]]:
-    """Expand one input path into (label, Path or datasets object) items."""
-    path = Path(raw).expanduser()
-    if not path.exists():
-        raise UserError(f"{flag} {raw}: no such file or folder; check the path")
-    if path.is_dir() and any((path / m).is_file() for m in HF_MARKERS):
-        return [(str(path), _load_saved(path))]
-    if path.is_dir():
-        files = [f for f in path.rglob("*") if f.is_file()
-                 and not any(part.startswith(".") for part in f.relative_to(path).parts)]
-        if not files:
-            raise UserError(f"{flag} {raw}: the folder holds no files; put .txt/.jsonl files in it")
-        return [(str(f), f) for f in sorted(files, key=lambda f: f.relative_to(path).as_posix())]
-    return [(str(path), path)]
-
-
-def _split_key(dd: dict, name: str) -> str | None:
-    """The DatasetDict split that serves our split ``name`` ('val' also matches 'validation')."""
-    return next((key for key in (name, *SPLIT_ALIASES.get(name, ())) if key in dd), None)
-
-
-def _item_reader(label: str, obj: Any, want: str, field: str, doc_separator: str) -> Reader:
-    if isinstance(obj, Path):
-        return _file_reader(obj, field, doc_separator)
-    if isinstance(obj, dict):  # a DatasetDict
-        key = _split_key(obj, want) or (next(iter(obj)) if len(obj) == 1 else None)
-        if key is None:
-            raise UserError(f"{label}: dataset has no split '{want}' (splits: {', '.join(obj)}); "
-                            "choose with --split-input SPLIT=PATH or --splits")
-        return _dataset_reader(f"{label}[{key}]", obj[key], field)
-    return _dataset_reader(label, obj, field)
-
-
-def _plan(inputs: list[str], split_inputs: dict[str, list[str]] | None, hf: tuple[str, str | None] | None,
-          splits: list[str], field: str, sep: str) -> list[tuple[str | None, list[Reader]]]:
-    """Jobs as (split, readers); split None means: cut the documents into ``splits`` by the val ratio."""
-    if split_inputs:
-        return [(name, [_item_reader(label, obj, name, field, sep)
-                        for raw in paths for label, obj in _resolve(raw, f"--split-input {name}=")])
-                for name, paths in split_inputs.items()]
-    if hf:
-        items = [(f"hf:{hf[0]}", _load_hub(*hf))]
-    else:
-        items = [item for raw in inputs for item in _resolve(raw, "--input")]
-    if len(items) == 1 and isinstance(items[0][1], dict):
-        label, dd = items[0]
-        keys = [_split_key(dd, s) for s in splits]
-        if all(keys):  # a DatasetDict brings its own splits
-            return [(s, [_dataset_reader(f"{label}[{k}]", dd[k], field)]) for s, k in zip(splits, keys)]
-    readers = [_item_reader(label, obj, splits[0], field, sep) for label, obj in items]
-    if len(splits) == 1:
-        return [(splits[0], readers)]
-    if len(splits) != 2:
-        raise UserError(f"--splits {','.join(splits)}: a ratio split makes exactly two splits "
-                        "(e.g. train,val); use --split-input SPLIT=PATH for more")
-    return [(None, readers)]
 
 
 def _parse_splits(splits: str | Sequence[str]) -> list[str]:
@@ -235,7 +53,7 @@ def _load_tokenizer(name: str) -> Any:
         raise UserError(f"--tokenizer {name}: no such folder; pass a tokenizer folder or a Hub name")
     from bertforge.data.tokenizer import load_tokenizer
 
-    with _quiet_hub():  # token ids only: no special token is required here (the run checks its own needs)
+    with quiet_hub():  # token ids only: no special token is required here (the run checks its own needs)
         return load_tokenizer(str(path) if path.exists() else name, key="--tokenizer", required=())
 
 
@@ -318,14 +136,15 @@ def convert(inputs: Sequence[str | Path] | str | Path | None, out: str | Path, *
             num_workers: int = 1, overwrite: bool = False, split_inputs: dict[str, Any] | None = None,
             hf_dataset: str | None = None, hf_config: str | None = None, train_tokenizer: int | None = None,
             lowercase: bool = True, sft: sft_data.SFTOptions | None = None,
-            pairs: nsp_pairs.PairOptions | None = None) -> dict[str, Any]:
+            pairs: nsp_pairs.PairOptions | None = None, tokenizer_also: Sequence[str] = ()) -> dict[str, Any]:
     """Write ``{out}/{split}/`` MDS shards plus ``{out}/bertforge_meta.json``; return the meta dict.
 
     ``pairs`` writes NSP/SOP sentence pairs instead (:mod:`bertforge.data.nsp_pairs`; needs ``tokenizer``).
     ``sft`` reads conversations (alpaca records or messages lists) and writes SFT samples (needs ``tokenizer``).
     ``split_inputs`` maps split names to a path or list of paths and replaces ``inputs`` and ``splits``.
     ``train_tokenizer`` (a vocabulary size) also trains a WordPiece tokenizer (``lowercase``) on the 'train'
-    split (else the first) into ``{out}/tokenizer/``.
+    split (else the first) into ``{out}/tokenizer/``, and also on the texts of the ``tokenizer_also`` files (e.g.
+    the chat data a model pretrained on this corpus will be finetuned on; they are not written as samples).
     """
     from streaming import MDSWriter
 
@@ -342,10 +161,14 @@ def convert(inputs: Sequence[str | Path] | str | Path | None, out: str | Path, *
         raise UserError("--sft: needs --tokenizer and cannot pack (drop --concat-tokens)")
     if pairs is not None and (tokenizer is None or concat_tokens or sft or train_tokenizer):
         raise UserError("--objective: needs --tokenizer, without --concat-tokens, --sft or --train-tokenizer")
+    if tokenizer_also and train_tokenizer is None:
+        raise UserError("--tokenizer-also: only applies to --train-tokenizer VOCAB_SIZE; add it or drop "
+                        "--tokenizer-also")
     if train_tokenizer is not None and TOKENIZER_DIR in names:
         raise UserError(f"--splits: a split named '{TOKENIZER_DIR}' would hold the trained tokenizer; rename it")
-    jobs = _plan(inputs, split_inputs, (hf_dataset, hf_config) if hf_dataset else None,
+    jobs = plan_jobs(inputs, split_inputs, (hf_dataset, hf_config) if hf_dataset else None,
                  names, text_field if sft is None else None, doc_separator)
+    extra_texts = tokenizer_text_readers(tokenizer_also, text_field, doc_separator)
     if any(split is None for split, _ in jobs) and not 0 < val_ratio < 1:
         raise UserError(f"--val-ratio {val_ratio}: must be between 0 and 1 (exclusive)")
     out = Path(out).expanduser()
@@ -364,7 +187,7 @@ def convert(inputs: Sequence[str | Path] | str | Path | None, out: str | Path, *
         sources = [f"hf:{hf_dataset}" + (f":{hf_config}" if hf_config else "")]
     else:
         sources = inputs or [f"{k}={p}" for k, v in (split_inputs or {}).items() for p in v]
-    counts = [sum(1 for _ in _docs(readers)) for _, readers in jobs]  # first pass: count, validate
+    counts = [sum(1 for _ in iter_docs(readers)) for _, readers in jobs]  # first pass: count, validate
     if sum(counts) == 0:
         raise UserError(f"no documents found in {', '.join(sources)}; "
                         "check the path, --text-field and --doc-separator")
@@ -374,6 +197,9 @@ def convert(inputs: Sequence[str | Path] | str | Path | None, out: str | Path, *
         if split is None and count < 2:
             raise UserError(f"only {count} document in {', '.join(sources)}: too few for "
                             f"--splits {','.join(names)}; add data or use --splits {names[0]}")
+    if extra_texts and sum(1 for _ in iter_docs(extra_texts)) == 0:  # reads them all: bad records fail here
+        raise UserError(f"--tokenizer-also {', '.join(tokenizer_also)}: no texts found; check the paths and "
+                        "--text-field")
 
     for target in targets:
         if target.is_dir():
@@ -408,7 +234,7 @@ def convert(inputs: Sequence[str | Path] | str | Path | None, out: str | Path, *
                 n_val = min(count - 1, max(1, round(count * val_ratio)))
                 is_val = np.zeros(count, dtype=bool)
                 is_val[np.random.default_rng(seed).permutation(count)[:n_val]] = True
-            for index, sample in enumerate(_samples(_docs(readers), encode, pool)):
+            for index, sample in enumerate(_samples(iter_docs(readers), encode, pool)):
                 bar.update(1)
                 name = split if is_val is None else names[int(is_val[index])]
                 if tok is None:
@@ -437,19 +263,22 @@ def convert(inputs: Sequence[str | Path] | str | Path | None, out: str | Path, *
             "splits": written, "trained_tokenizer": None} | ({"sft": stats.meta()} if stats else {})
     if train_tokenizer is not None:
         meta["trained_tokenizer"] = _train_tokenizer(out, "train" if "train" in names else names[0],
-                                                     train_tokenizer, lowercase)
+                                                     train_tokenizer, lowercase, extra_texts, tokenizer_also)
     (out / META_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return meta
 
 
-def _train_tokenizer(out: Path, split: str, vocab_size: int, lowercase: bool) -> dict[str, Any]:
-    """Train the WordPiece tokenizer on the written ``split`` as a run would; return its meta record."""
+def _train_tokenizer(out: Path, split: str, vocab_size: int, lowercase: bool, extra_texts: list,
+                     also: Sequence[str]) -> dict[str, Any]:
+    """Train the WordPiece tokenizer on the written ``split`` as a run would (plus ``extra_texts``, read from the
+    ``also`` paths); return its meta record."""
     from bertforge.data.tokenizer import MDSTexts, data_tokenizer_meta, train_wordpiece
 
-    print(f"training a {vocab_size}-token WordPiece tokenizer on {out / split}", file=sys.stderr)
-    tok = train_wordpiece(MDSTexts(str(out / split)), vocab_size, lowercase)
+    print(f"training a {vocab_size}-token WordPiece tokenizer on {out / split}"
+          + "".join(f" + {p}" for p in also), file=sys.stderr)
+    tok = train_wordpiece(itertools.chain(MDSTexts(str(out / split)), iter_docs(extra_texts)), vocab_size, lowercase)
     tok.save_pretrained(str(out / TOKENIZER_DIR))
-    return data_tokenizer_meta(split, vocab_size, lowercase)
+    return data_tokenizer_meta(split, vocab_size, lowercase) | ({"also": list(also)} if also else {})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -493,6 +322,9 @@ def main(argv: list[str]) -> dict[str, Any]:
     p.add_argument("--train-tokenizer", type=int, metavar="VOCAB_SIZE",
                    help="also train a WordPiece tokenizer on the train split into OUT/tokenizer (text mode)")
     p.add_argument("--cased", action="store_true", help="--train-tokenizer: keep case (default: lowercase)")
+    p.add_argument("--tokenizer-also", action="append", default=[], metavar="PATH",
+                   help="--train-tokenizer: also learn from this file's texts, e.g. the SFT data a model "
+                   "pretrained here will be finetuned on (text, JSONL --text-field, or chat records; repeatable)")
     sft_data.add_sft_arguments(p)
     nsp_pairs.add_pair_arguments(p)
     args = p.parse_args(argv)
@@ -509,7 +341,8 @@ def main(argv: list[str]) -> dict[str, Any]:
                    shard_size=args.shard_size, compression=args.compression, num_workers=args.num_workers,
                    overwrite=args.overwrite, split_inputs=split_inputs, hf_dataset=args.hf_dataset,
                    hf_config=args.hf_config, train_tokenizer=args.train_tokenizer, lowercase=not args.cased,
-                   sft=None if pairs else sft_data.sft_options(args), pairs=pairs)
+                   sft=None if pairs else sft_data.sft_options(args), pairs=pairs,
+                   tokenizer_also=args.tokenizer_also)
     counts = ", ".join(f"{k}={v}" for k, v in meta["splits"].items())
     print(f"wrote {args.out} ({meta['format']}): {counts}", file=sys.stderr)
     return meta

@@ -198,6 +198,10 @@ def data_tokenizer(local: str, train_folder: str, vocab_size: int, lowercase: bo
     record = read_meta(local).get("trained_tokenizer")
     if not record or max_docs is not None:
         return None
+    if record.get("also"):  # a run would train on the split alone; that tokenizer is used by naming it
+        log.info("tokenizer: the one stored with %s also learned from %s; a run uses it only with tokenizer.name: "
+                 "%s", local, ", ".join(record["also"]), os.path.join(local, record.get("path", DATA_TOKENIZER_DIR)))
+        return None
     trained_on = os.path.normpath(split_dir(local, record.get("split")))
     if (trained_on, record.get("vocab_size"), record.get("lowercase")) != (
             os.path.normpath(train_folder), vocab_size, lowercase):

@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a Hugging Face masked-LM folder (e.g. runs/<run>/hf) or Hub name")
     p.add_argument("--prompt", action="append", required=True, help="a prompt; repeat for a batch")
     add_sampling_options(p)
-    p.add_argument("--chat", action="store_true", help="wrap each prompt in the tokenizer's chat template")
+    p.add_argument("--chat", action="store_true",
+                   help="render each prompt as SFT data was: the tokenizer's chat template, else the plain alpaca one")
     p.add_argument("--end-token", action="append", default=None,
                    help="end-of-answer token (repeatable; default: the tokenizer's eos, else sep)")
     p.add_argument("--no-stop", action="store_true", help="do not stop at an end token")
@@ -80,7 +81,7 @@ def main(argv: list[str]) -> list[str]:
     seconds = time.perf_counter() - start
     answers = generator.decode(output)
     for prompt, answer in zip(args.prompt, answers):
-        print(f"{prompt}{'' if args.chat else ' '}{answer}\n")
+        print(f"> {prompt}\n{answer}\n" if args.chat else f"{prompt} {answer}\n")  # a chat answer on its own line
     tokens = sum(len(a) for a in output.answers)
     print(f"# {len(answers)} prompt(s), {tokens} answer tokens, {output.forward_passes} forward passes, "
           f"{seconds:.2f} s", flush=True)

@@ -14,14 +14,14 @@ from bertforge.generation.sampler import GenerationOutput, ModelFn, SamplerConfi
 
 
 def encode_prompt(tokenizer: Any, prompt: str, chat: bool = False) -> list[int]:
-    """Token ids of ``prompt``: the tokenizer's chat template with a generation prompt when ``chat``, else
-    [CLS] (or BOS) + the text, with no [SEP]: the answer continues the text."""
+    """Token ids of ``prompt``: with ``chat``, a one-turn conversation rendered as SFT training rendered it (the
+    tokenizer's chat template, else the plain alpaca template, which SFT data rendered without one records by
+    leaving the run tokenizer without a template) and ending with the answer's header; else [CLS] (or BOS) + the
+    text, with no [SEP]: the answer continues the text."""
     if chat:
-        if not getattr(tokenizer, "chat_template", None):
-            raise UserError("--chat: this tokenizer has no chat template; drop --chat or use a chat model's folder")
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                            tokenize=True)
-        return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+        from bertforge.data.sft import SFTEncoder, SFTOptions
+
+        return SFTEncoder(tokenizer, SFTOptions(max_seq_len=1 << 30)).prompt_ids([{"role": "user", "content": prompt}])
     start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
     body = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     return ([start] if start is not None else []) + list(body)
