@@ -30,7 +30,6 @@ from pathlib import Path
 
 import torch
 
-from bertforge.data.sft import SFTEncoder, SFTOptions
 from bertforge.generation import SamplerConfig, encode_prompt, end_token_ids, load_masked_lm, logits_fn, sample
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,12 +84,12 @@ def shakespeare_prompts(count: int, words: int = 6) -> list[str]:
 
 def chat_prompts(tok, path: str, count: int) -> list[list[int]]:
     """The first ``count`` instructions without an extra input of a JSONL file, rendered as SFT rendered them."""
-    encoder, out = SFTEncoder(tok, SFTOptions(max_seq_len=1 << 30)), []
+    out = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         task = json.loads(line)
         if any(inst.get("input") for inst in task.get("instances", [])):
             continue
-        out.append(encoder.prompt_ids([{"role": "user", "content": task["instruction"]}]))
+        out.append(encode_prompt(tok, task["instruction"], chat=True))
         if len(out) == count:
             break
     return out

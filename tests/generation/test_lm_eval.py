@@ -100,3 +100,15 @@ def test_without_lm_eval_import_works_and_use_says_how_to_install(monkeypatch):
     with pytest.raises(UserError, match="pip install lm-eval==") as err:
         module.MDLMEvalLM("runs/x/hf")
     assert "\n" not in str(err.value)
+
+
+def test_chat_template_renders_as_sft_data_was(lm, monkeypatch):
+    """--apply_chat_template refused models whose SFT data used the plain alpaca template (their tokenizer has no
+    template); it now renders that template, as generate.py --chat and chat.py do."""
+    turn = [{"role": "user", "content": "Name a colour."}]
+    monkeypatch.setattr(lm.tokenizer, "chat_template", None)
+    assert lm.apply_chat_template(turn) == "### Instruction:\nName a colour.\n\n### Response:\n"
+    assert lm.apply_chat_template(turn + [{"role": "assistant", "content": "Red"}], False).endswith(
+        "### Response:\nRed")
+    monkeypatch.setattr(lm.tokenizer, "chat_template", "{% for m in messages %}<{{ m['content'] }}>{% endfor %}")
+    assert lm.apply_chat_template(turn) == "<Name a colour.>"

@@ -161,11 +161,18 @@ class MDLMEvalLM(_Base):
 
     # ----------------------------------------------------------------------------------- chat and bookkeeping
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        """The conversation rendered by the tokenizer's chat template (for lm-eval's --apply_chat_template)."""
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise UserError("--apply_chat_template: this tokenizer has no chat template; drop the flag")
-        return self.tokenizer.apply_chat_template(chat_history, tokenize=False,
-                                                  add_generation_prompt=add_generation_prompt)
+        """The conversation rendered as the model's SFT data was (for lm-eval's --apply_chat_template): the
+        tokenizer's chat template, else the plain alpaca one (SFT data rendered with it leaves none); without
+        the generation prompt a final assistant message is left open for the model to continue."""
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(chat_history, tokenize=False,
+                                                      add_generation_prompt=add_generation_prompt)
+        from bertforge.data.sft import SFTEncoder, SFTOptions
+
+        encoder = SFTEncoder(self.tokenizer, SFTOptions(max_seq_len=1 << 30, chat_template="plain"))
+        if not add_generation_prompt and chat_history and chat_history[-1]["role"] == "assistant":
+            return encoder.prompt_text(chat_history[:-1]) + chat_history[-1]["content"]
+        return encoder.prompt_text(chat_history)
 
     @property
     def tokenizer_name(self) -> str:
