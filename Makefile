@@ -68,12 +68,17 @@ cuda-toolchain: $(CUDA_TOOLCHAIN)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
+# pytest-xdist runs the suite on TEST_WORKERS processes, each with one torch thread (the subprocess runs they start
+# too): on 2 cores 5 min 17 s instead of 7 min 0 s serially with 2 threads (both with a warm inductor cache).
+TEST_WORKERS ?= 2
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS)
+
 test: lint cuda-toolchain retrieval-model
-	$(PY) -m pytest -q --durations=30
+	$(PYTEST) --durations=30
 
 # The inner loop: lint + every test but the slow multi-process / multi-minute ones.
 test-fast: lint retrieval-model
-	$(PY) -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 clean:
 	rm -rf $(SAMPLE_MDS) data/sample-nsp-64 data/sample-nsp-128 runs
