@@ -4,7 +4,9 @@ Text mode writes ``{'text': 'str'}``; token mode writes ``{'input_ids': 'ndarray
 tokens (the reader adds [CLS]/[SEP]); ``--sft`` writes chat conversations as ids + prompt length (see
 :mod:`bertforge.data.sft`). ``bertforge_meta.json`` next to the split folders records the settings.
 ``--train-tokenizer N`` (text mode) also trains an N-token WordPiece tokenizer on the train split and saves it in
-``{out}/tokenizer/``, the one a run with ``tokenizer.name: null`` and the same settings would train.
+``{out}/tokenizer/``, the one a run with ``tokenizer.name: null`` and the same settings would train;
+``--tokenizer-also FILE`` adds the texts of other files to its training (e.g. the chat data a model pretrained here
+will be finetuned on), and runs then name that tokenizer. Inputs are read by :mod:`bertforge.data.readers`.
 """
 
 from __future__ import annotations
