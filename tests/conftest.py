@@ -48,7 +48,7 @@ def tiny_wordpiece(tmp_path_factory):
 
     vocab = tmp_path_factory.mktemp("vocab") / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(40)]) + "\n")
-    return BertTokenizerFast(vocab_file=str(vocab))
+    return BertTokenizerFast(str(vocab))  # positional: vocab_file in transformers 4, vocab in 5
 
 
 @pytest.fixture(scope="session")

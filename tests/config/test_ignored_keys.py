@@ -233,7 +233,7 @@ def test_masking_options_refused_for_pairs_masked_at_conversion(tmp_path, given,
 
     vocab = tmp_path / "vocab.txt"  # WordPiece with '##' pieces, so that whole-word masking can be built
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "w", "##s"]) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab))
+    tokenizer = BertTokenizerFast(str(vocab))  # positional: vocab_file in transformers 4, vocab in 5
 
     meta = {"format": "pairs", "pairs": {"static_masking": True}}
     (tmp_path / META_FILE).write_text(json.dumps(meta))

@@ -20,7 +20,7 @@ def tokenizer(tmp_path_factory) -> BertTokenizerFast:
     """A WordPiece tokenizer of 5 special tokens and 40 words."""
     vocab = tmp_path_factory.mktemp("vocab") / "vocab.txt"
     vocab.write_text("\n".join(SPECIALS + [f"w{i}" for i in range(40)]) + "\n")
-    return BertTokenizerFast(vocab_file=str(vocab))
+    return BertTokenizerFast(str(vocab))  # positional: vocab_file in transformers 4, vocab in 5
 
 
 def _ids(batch: int, length: int, seed: int = 0) -> torch.Tensor:

@@ -179,7 +179,7 @@ def small_tok(tmp_path_factory):
 
     vocab = tmp_path_factory.mktemp("vocab") / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(40)]) + "\n")
-    return BertTokenizerFast(vocab_file=str(vocab))
+    return BertTokenizerFast(str(vocab))  # positional: vocab_file in transformers 4, vocab in 5
 
 
 def build(small_tok, deterministic: bool, **kw):

@@ -40,7 +40,7 @@ def make_run(root: Path, kind: str) -> Path:
     (run / "checkpoints").mkdir(parents=True)
     vocab = root / f"{kind}-vocab.txt"
     vocab.write_text("\n".join(SPECIALS + [f"w{i}" for i in range(WORDS)]) + "\n")
-    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(run / "tokenizer")
+    BertTokenizerFast(str(vocab)).save_pretrained(run / "tokenizer")  # positional: vocab_file in 4.x, vocab in 5
     yaml, model_config = RUNS[kind]
     overrides = [f"run_dir={run}", f"tokenizer.name={run / 'tokenizer'}", "max_seq_len=64"]
     overrides += [f"model.model_config.{k}={v}" for k, v in model_config.items()]

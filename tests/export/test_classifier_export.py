@@ -54,7 +54,7 @@ def make_job(root: Path, kind: str, task: str, pooling: str):
     tokenizer_dir = root / "tokenizer"
     vocab = root / "vocab.txt"
     vocab.write_text("\n".join(SPECIALS + [f"w{i}" for i in range(WORDS)]) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab))
+    tokenizer = BertTokenizerFast(str(vocab))  # positional: vocab_file in transformers 4, vocab in 5
     tokenizer.save_pretrained(tokenizer_dir)
     cfg = GlueConfig(data_dir=None, model=_model_block(root, kind, tokenizer_dir), tokenizer=str(tokenizer_dir),
                      output_dir=str(root), tasks=[task], seeds=[SEED], save_checkpoints=True,

@@ -141,7 +141,7 @@ def _tokenizer_folder(tmp_path: Path) -> str:
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(40)]) + "\n")
     folder = tmp_path / "tok"
-    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
+    BertTokenizerFast(str(vocab)).save_pretrained(folder)  # positional: vocab_file in transformers 4, vocab in 5
     return str(folder)
 
 

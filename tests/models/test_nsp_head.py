@@ -34,7 +34,7 @@ def word_tokenizer(folder: Path) -> BertTokenizerFast:
     """A WordPiece tokenizer of 5 special tokens and 40 words, its vocabulary written to ``folder``."""
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(SPECIALS + [f"w{i}" for i in range(40)]) + "\n")
-    return BertTokenizerFast(vocab_file=str(vocab))
+    return BertTokenizerFast(str(vocab))  # positional: vocab_file in transformers 4, vocab in 5
 
 
 @pytest.fixture(scope="module")

@@ -165,6 +165,12 @@ def check_kwargs(fn: Callable, kwargs: dict, key: str, skip: tuple[str, ...] = (
     return out
 
 
+def _own_dataclass(cls: type) -> bool:
+    """A dataclass config of ours; transformers 5 configs are dataclasses too, but they take any keyword and their
+    annotations name types only a type checker imports (``torch.dtype``), so they go the keyword path below."""
+    return dataclasses.is_dataclass(cls) and not any(c.__module__.startswith("transformers.") for c in cls.__mro__)
+
+
 def check_config(cls: type, data: dict, key: str) -> Any:
     """Construct config class ``cls`` from ``data`` so that its own checks run; errors name ``key.<field>``.
 
@@ -172,7 +178,7 @@ def check_config(cls: type, data: dict, key: str) -> Any:
     takes any keyword: there the keys must be ``__init__`` parameters or attributes of a default
     instance, and a value must have the type of that attribute's default.
     """
-    if dataclasses.is_dataclass(cls):
+    if _own_dataclass(cls):
         return from_dict(cls, data, key)
     defaults = cls()
     attrs = defaults.to_dict() if hasattr(defaults, "to_dict") else vars(defaults)

@@ -14,6 +14,7 @@ from bertforge.data.nsp import nsp_sample
 from bertforge.data.packing import TokenBudgetBatches
 from bertforge.data.sft import SFTCollator
 from bertforge.data.streams import log_mixture, sources, streaming_sources
+from bertforge.data.tokenizer import with_special_tokens
 from bertforge.errors import ConfigError
 
 
@@ -40,7 +41,7 @@ class StreamingTextDataset(StreamingDataset):
                     "pad_to": self.max_seq_len}
         if "input_ids" in sample:
             body = np.asarray(sample["input_ids"], dtype=np.int64)[: self.max_seq_len - 2].tolist()
-            ids = self.tokenizer.build_inputs_with_special_tokens(body)
+            ids = with_special_tokens(self.tokenizer, body)
         else:
             ids = self.tokenizer(
                 sample["text"], truncation=True, max_length=self.max_seq_len, return_attention_mask=False

@@ -24,6 +24,17 @@ PREFIX = "##"
 log = logging.getLogger(__name__)
 
 
+def with_special_tokens(tokenizer: Any, ids: list[int]) -> list[int]:
+    """``ids`` (one sequence, no special tokens) as the model reads them: ``[CLS] ids [SEP]`` for BERT-style tokenizers.
+    transformers 5 dropped ``build_inputs_with_special_tokens``; there the ids are framed by cls/sep directly."""
+    build = getattr(tokenizer, "build_inputs_with_special_tokens", None)
+    if build is not None:  # transformers 4.x
+        return build(ids)
+    if tokenizer.num_special_tokens_to_add() == 0:
+        return list(ids)
+    return [tokenizer.cls_token_id, *ids, tokenizer.sep_token_id]
+
+
 def vocab_fingerprint(tokenizer: Any) -> str:
     """A short hash of what token ids mean to ``tokenizer``: its vocabulary (token -> id) and which ids its special
     tokens take. Equal for two tokenizers whose ids a model can share; data records it (``bertforge_meta.json``)."""

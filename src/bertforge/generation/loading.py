@@ -47,7 +47,9 @@ def _numbers_positions_after_padding(config: Any) -> bool:
     if type(config) not in MODEL_FOR_MASKED_LM_MAPPING:
         return False
     module = sys.modules[MODEL_FOR_MASKED_LM_MAPPING[type(config)].__module__]
-    return hasattr(module, "create_position_ids_from_input_ids")
+    # a module function in transformers 4, a static method of the embeddings class (RobertaEmbeddings ...) in 5
+    return any(hasattr(obj, "create_position_ids_from_input_ids")
+               for obj in (module, *(v for v in vars(module).values() if isinstance(v, type))))
 
 
 def check_mask_token(tokenizer: Any, where: str) -> int:
@@ -72,12 +74,19 @@ def load_masked_lm(folder: str, device: str | torch.device = "cpu", dtype: torch
     if not path.exists() and (folder.startswith((".", "/", "~")) or folder.count("/") != 1):
         raise UserError(f"{folder}: no such folder; pass a Hugging Face model folder, e.g. runs/<run>/hf")
     name = str(path) if path.exists() else folder
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # transformers 5 draws a "Loading weights" bar on stderr; keep the CLI's lines
     try:
         config = AutoConfig.from_pretrained(name)
         model, info = AutoModelForMaskedLM.from_pretrained(name, config=config, dtype=dtype, output_loading_info=True)
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0]
         raise UserError(f"{folder}: cannot load a masked LM ({first})") from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     missing = sorted(info["missing_keys"])
     if missing and not random_head:  # transformers filled them at random: the samples would be noise
         saved = ", ".join(config.architectures or [config.model_type])

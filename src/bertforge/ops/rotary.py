@@ -5,14 +5,22 @@ from __future__ import annotations
 import torch
 
 
+def inverse_frequencies(head_dim: int, theta: float) -> torch.Tensor:
+    """RoPE's ``(head_dim / 2,)`` inverse frequencies ``theta ** (-2i / head_dim)``, float32."""
+    return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+
+
 class Rotary(torch.nn.Module):
     """Holds the inverse frequencies of one RoPE base; rotates query/key heads by token position."""
 
     def __init__(self, head_dim: int, theta: float):
         super().__init__()
-        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.register_buffer("inv_freq", inverse_frequencies(head_dim, theta), persistent=False)
         self.theta = theta
+
+    def reset_buffers(self) -> None:
+        """Recompute ``inv_freq`` (not saved: transformers 5's from_pretrained leaves it empty)."""
+        self.inv_freq.copy_(inverse_frequencies(2 * self.inv_freq.numel(), self.theta))
 
     def cos_sin(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin tables ``(total, 1, head_dim)`` for token ``positions`` ``(total,)``, in float32 math."""

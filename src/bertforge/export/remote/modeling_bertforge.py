@@ -49,7 +49,13 @@ class BertforgePreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
 
     def _init_weights(self, module: torch.nn.Module) -> None:
-        """Nothing: bertforge's constructors initialise their weights, and loading replaces them all."""
+        """No weights: bertforge's constructors initialise them, and loading replaces them all. The buffers that are not
+        saved (ALiBi slopes, RoPE frequencies, M2 decay) are recomputed: transformers 5 builds the model on the meta
+        device and leaves them empty after loading."""
+        reset = getattr(module, "reset_buffers", None)
+        if callable(reset):
+            with torch.no_grad():
+                reset()
 
     def get_input_embeddings(self) -> torch.nn.Embedding:
         return self.model.embeddings.tok_embeddings
@@ -79,7 +85,8 @@ class BertforgeForMaskedLM(BertforgePreTrainedModel):
     """Encoder + bertforge's MLM head: ``logits`` ``(B, L, V)`` (0 at padding); with ``labels``, the mean
     cross-entropy over the labels that are not -100."""
 
-    _tied_weights_keys = ["decoder.weight"]
+    # target -> source: transformers 5 reads the mapping; 4.x iterates it and gets the target names
+    _tied_weights_keys = {"decoder.weight": "model.embeddings.tok_embeddings.weight"}
 
     def __init__(self, config: BertforgeConfig):
         super().__init__(config)

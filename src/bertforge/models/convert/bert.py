@@ -200,7 +200,9 @@ def flexbert_state_from_bert(state: dict[str, torch.Tensor], cfg: FlexBertConfig
         for suffix in ("weight", "bias"):
             if all(k in src for k in _qkv(i, suffix)):
                 out[f"model.layers.{i}.attn.Wqkv.{suffix}"] = torch.cat([src.pop(k) for k in _qkv(i, suffix)])
-    aliases = {"cls.predictions.decoder.bias": "cls.predictions.bias"}
+    if "cls.predictions.decoder.bias" in src:  # the bias the head adds: transformers 4 shares it with
+        src["cls.predictions.bias"] = src.pop("cls.predictions.decoder.bias")  # cls.predictions.bias, 5 only when tied
+    aliases = {}
     if cfg.tie_word_embeddings:
         aliases["cls.predictions.decoder.weight"] = "embeddings.word_embeddings.weight"
     for alias, original in aliases.items():

@@ -23,8 +23,39 @@ from bertforge.models.convert.rules import (
 from bertforge.models.flexbert.config import FlexBertConfig
 
 
+def _every(hf: ModernBertConfig) -> int:
+    """Every how many layers attention is global (layer 0 first): transformers 4's field, or 5's layer_types."""
+    kinds = getattr(hf, "layer_types", None)
+    if kinds is None:  # transformers 4.x
+        return hf.global_attn_every_n_layers
+    full = [i for i, kind in enumerate(kinds) if kind == "full_attention"]
+    every = full[1] if len(full) > 1 else len(kinds)
+    if any(kind != ("full_attention" if i % every == 0 else "sliding_attention") for i, kind in enumerate(kinds)):
+        raise ValueError("FlexBERT attends globally in every n-th layer from layer 0 and locally in the others; "
+                         f"layer_types {kinds} is not that pattern")
+    return every
+
+
+def _rope(value: dict, hf: ModernBertConfig) -> dict:
+    """transformers 5's per-layer-type RoPE: the global and the local theta; no scaling."""
+    out = {}
+    for kind, target in (("full_attention", "rope_theta_global"), ("sliding_attention", "rope_theta_local")):
+        params = dict(value.get(kind) or {})
+        if params.pop("rope_type", "default") != "default" or set(params) - {"rope_theta"}:
+            raise ValueError("FlexBERT's RoPE has no scaling; use rope_type 'default' with only rope_theta")
+        if "rope_theta" in params:
+            out[target] = params["rope_theta"]
+    return out
+
+
+def _no_rope_scaling(value: Any, hf: ModernBertConfig) -> dict:
+    if value is None or value == getattr(hf, "rope_parameters", None):  # transformers 5: an alias, checked there
+        return {}
+    raise ValueError("FlexBERT's RoPE has no scaling; remove rope_scaling from the config")
+
+
 def _window(value: int, hf: ModernBertConfig) -> dict:
-    every = hf.global_attn_every_n_layers
+    every = _every(hf)
     if every < 1:
         raise ValueError("global_attn_every_n_layers must be >= 1")
     if every == 1 or hf.num_hidden_layers == 1:  # layer i is global when i % every == 0: no local layer
@@ -57,6 +88,8 @@ IMPORT: dict[str, Rule] = {
                                                  else value}),
     "local_attention": To(fn=_window),
     "global_attn_every_n_layers": Ignore("mapped together with local_attention"),
+    "layer_types": Ignore("mapped together with local_attention (transformers 5)"),
+    "rope_parameters": To(fn=_rope),
     "initializer_range": To("init_std"),
     "initializer_cutoff_factor": Ignore("initialisation only; the weights are converted"),
     "classifier_pooling": _HEADS_ONLY,
@@ -67,7 +100,8 @@ IMPORT: dict[str, Rule] = {
     "reference_compile": _EXECUTION,
     "repad_logits_with_grad": _EXECUTION,
     "is_decoder": Ignore("modeling_modernbert never reads it: attention is always bidirectional"),
-    "rope_scaling": Must((None,), "FlexBERT's RoPE has no scaling; remove rope_scaling from the config"),
+    "rope_scaling": To(fn=_no_rope_scaling),
+    "sliding_window": Ignore("transformers 5's half window, local_attention // 2: mapped with local_attention"),
     "partial_rotary_factor": Must((None, 1.0), "FlexBERT rotates whole heads; remove partial_rotary_factor"),
     "head_dim": To(fn=_head_dim),
 }

@@ -95,7 +95,9 @@ def apply_rules(source: Any, table: dict[str, Rule], fields: Iterable[str], wher
                 f"pin the version bertforge supports" for name in unclassified(table, fields)]
     out: dict[str, Any] = {}
     for name, rule in table.items():
-        value = getattr(source, name, None)
+        if not hasattr(source, name):  # a field this transformers version does not have (5 dropped pruned_heads,
+            continue                   # BERT's position_embedding_type, ModernBERT's *_rope_theta): nothing to map
+        value = getattr(source, name)
         if isinstance(rule, Must) and not any(_same(value, ok) for ok in rule.allowed):
             problems.append(f"{where}{name}={value!r} cannot be {target}: {rule.fix}")
         elif isinstance(rule, To):

@@ -81,6 +81,11 @@ class Attention(nn.Module):
         self.backend = backend if backend is not None else AttentionBackend(cfg.attention_backend)
         self.rotary_qk = fused_rotary_qk if fused else torch_rotary_qk
 
+    def reset_buffers(self) -> None:
+        """Recompute the ALiBi slopes (not saved; see modeling_bertforge's ``_init_weights``)."""
+        if self.alibi_slopes is not None:
+            self.alibi_slopes.copy_(alibi_slopes(self.heads))
+
     def forward(self, x: torch.Tensor, layout: SeqLayout) -> torch.Tensor:
         qkv = self.Wqkv(x).view(-1, 3, self.heads, self.head_dim)  # (T, 3, nh, hd)
         if layout.real is not None:  # padded execution: attend among the real tokens only

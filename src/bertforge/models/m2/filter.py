@@ -18,12 +18,20 @@ from bertforge.models.m2.config import M2BertConfig
 from bertforge.ops.fftconv import FFTConv
 
 
+def _context_device() -> torch.device:
+    """The device a ``with torch.device(...)`` block puts new tensors on (``torch.get_default_device()`` ignores it)."""
+    return torch.empty(0).device
+
+
 def positional_features(length: int, emb_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(length, emb_dim)`` filter-MLP inputs [t, cos bands, sin bands] and ``(length, 1)`` t in [0, 1]."""
-    t = torch.linspace(0, 1, length)[:, None]  # (L, 1)
+    # device given: transformers 5's from_pretrained patches torch.linspace while it first enters torch.device("meta"),
+    # and torch caches that patched function as the constructor to redirect, so ours would stay on the CPU
+    device = _context_device()
+    t = torch.linspace(0, 1, length, device=device)[:, None]  # (L, 1)
     bands = (emb_dim - 1) // 2
     angle = 2 * math.pi * torch.arange(length, dtype=t.dtype)[:, None] / length  # (L, 1), default dtype as t
-    freqs = torch.linspace(1e-4, bands - 1, bands)[None]  # (1, bands)
+    freqs = torch.linspace(1e-4, bands - 1, bands, device=device)[None]  # (1, bands)
     return torch.cat([t, torch.cos(freqs * angle), -torch.sin(freqs * angle)], dim=-1), t
 
 
@@ -32,7 +40,7 @@ def decay_rates(channels: int, cfg: M2BertConfig) -> torch.Tensor:
     slow points (the original stores their negatives as ``modulation.deltas``)."""
     fastest = -math.log(cfg.filter_decay_target) / cfg.filter_decay_fast
     slowest = -math.log(cfg.filter_decay_target) / cfg.filter_decay_slow
-    return torch.linspace(slowest, fastest, channels)
+    return torch.linspace(slowest, fastest, channels, device=_context_device())
 
 
 def decay_modulation(t: torch.Tensor, channels: int, cfg: M2BertConfig) -> torch.Tensor:
@@ -88,6 +96,7 @@ class LongConv(nn.Module):
         else:
             self.register_buffer("z", z)
         self.register_buffer("modulation", decay_modulation(t, channels, cfg), persistent=False)
+        self._modulation_args = (channels, cfg)
         self.sine = Sine(cfg.filter_order, cfg.filter_sine_freq, cfg.filter_sine_freq_mod)
         mlp = (cfg.filter_emb_dim, cfg.filter_order, channels, cfg.filter_inner_layers)
         self.fwd = FilterMLP(*mlp)
@@ -97,6 +106,12 @@ class LongConv(nn.Module):
         for module in (self.sine, self.fwd, self.rev):
             for param in module.parameters() if module is not None else ():
                 param._optim = dict(tag)
+
+    def reset_buffers(self) -> None:
+        """Recompute ``modulation`` (not saved; see modeling_bertforge's ``_init_weights``)."""
+        channels, cfg = self._modulation_args
+        _, t = positional_features(self.max_len, cfg.filter_emb_dim)
+        self.modulation.copy_(decay_modulation(t, channels, cfg))  # computed where t is, copied to the buffer's device
 
     def filters(self, length: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The ``(C, length)`` forward and reverse filters."""
