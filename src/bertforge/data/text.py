@@ -14,7 +14,7 @@ from bertforge.data.nsp import nsp_sample
 from bertforge.data.packing import TokenBudgetBatches
 from bertforge.data.sft import SFTCollator
 from bertforge.data.streams import log_mixture, sources, streaming_sources
-from bertforge.data.tokenizer import with_special_tokens
+from bertforge.data.tokenizer import special_frame
 from bertforge.errors import ConfigError
 
 
@@ -30,6 +30,7 @@ class StreamingTextDataset(StreamingDataset):
         super().__init__(**streaming_kwargs)
         self.tokenizer = tokenizer
         self.max_seq_len = max_seq_len
+        self.prefix, self.suffix = special_frame(tokenizer)  # the framing the tokenizer gives text rows
 
     def __getitem__(self, idx: int) -> dict:
         sample = super().__getitem__(idx)
@@ -40,8 +41,8 @@ class StreamingTextDataset(StreamingDataset):
             return {"input_ids": ids, "prompt_len": min(int(sample["prompt_len"]), len(ids)),
                     "pad_to": self.max_seq_len}
         if "input_ids" in sample:
-            body = np.asarray(sample["input_ids"], dtype=np.int64)[: self.max_seq_len - 2].tolist()
-            ids = with_special_tokens(self.tokenizer, body)
+            room = self.max_seq_len - len(self.prefix) - len(self.suffix)
+            ids = self.prefix + np.asarray(sample["input_ids"], dtype=np.int64)[:room].tolist() + self.suffix
         else:
             ids = self.tokenizer(
                 sample["text"], truncation=True, max_length=self.max_seq_len, return_attention_mask=False

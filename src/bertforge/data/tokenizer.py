@@ -24,15 +24,20 @@ PREFIX = "##"
 log = logging.getLogger(__name__)
 
 
-def with_special_tokens(tokenizer: Any, ids: list[int]) -> list[int]:
-    """``ids`` (one sequence, no special tokens) as the model reads them: ``[CLS] ids [SEP]`` for BERT-style tokenizers.
-    transformers 5 dropped ``build_inputs_with_special_tokens``; there the ids are framed by cls/sep directly."""
-    build = getattr(tokenizer, "build_inputs_with_special_tokens", None)
-    if build is not None:  # transformers 4.x
-        return build(ids)
-    if tokenizer.num_special_tokens_to_add() == 0:
-        return list(ids)
-    return [tokenizer.cls_token_id, *ids, tokenizer.sep_token_id]
+def special_frame(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special-token ids ``tokenizer`` puts before and after one sequence (BERT's ``([CLS], [SEP])``), read from
+    what it does to a probe text. Token-id data gets exactly the framing that text gets: the generic
+    ``build_inputs_with_special_tokens`` returns the ids bare for a plain fast tokenizer such as ModernBERT's (its
+    id rows lacked [CLS]/[SEP] while its text rows had them), and transformers 5 dropped the method."""
+    probe = "the a of"
+    body = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    full = tokenizer(probe)["input_ids"]
+    for start in range(len(full) - len(body) + 1) if body else ():
+        if full[start:start + len(body)] == body:
+            return full[:start], full[start + len(body):]
+    raise UserError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')}: cannot tell which special tokens it adds "
+                    "around a sequence (its ids for a text with and without them do not nest); use a tokenizer that "
+                    "frames a sequence with fixed special tokens, e.g. [CLS] ... [SEP]")
 
 
 def vocab_fingerprint(tokenizer: Any) -> str:
