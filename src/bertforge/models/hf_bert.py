@@ -206,16 +206,14 @@ def build_config(tokenizer, model_type: str | None, pretrained_model_name: str |
         if pad_vocab_to_multiple_of is not None:
             raise ConfigError(f"{KEY}.pad_vocab_to_multiple_of", f"the vocabulary of '{pretrained_model_name}' is "
                               "its own; drop the key (or set model_config.vocab_size)")
+        check_config(type(config), model_config, f"{KEY}.model_config")
+        for name, value in model_config.items():
+            setattr(config, name, value)
     else:  # built from keywords, so fields derived from others follow them (transformers 5's layer_types)
         cls = config_class_for_type(model_type or "bert")
         check_config(cls, model_config, f"{KEY}.model_config")
         config = cls(**{"vocab_size": padded_vocab_size(tokenizer, pad_vocab_to_multiple_of or 8),
                         "pad_token_id": tokenizer.pad_token_id, **model_config})
-        check_vocab(tokenizer, config.vocab_size, f"{KEY}.model_config.vocab_size")
-        return config
-    check_config(type(config), model_config, f"{KEY}.model_config")
-    for name, value in model_config.items():
-        setattr(config, name, value)
     check_vocab(tokenizer, config.vocab_size, f"{KEY}.model_config.vocab_size")
     return config
 
