@@ -13,7 +13,11 @@ and the passes that committed answer tokens per answer token (1.0 for the baseli
 where whole-canvas passes/token also count the end marker and padding, decoded in parallel for free).
 
     python benchmarks/sampler_speed.py --model runs/<run>/hf --base --max-new-tokens 64 --block-length 32 \\
-        --steps 64,32 --thresholds 0.9,0.7 --factors 1,0.5 --out bench/sampler_speed.csv
+        --steps 64,32 --thresholds 0.9,0.7 --factors 1,0.5 --cache none,dual --out bench/sampler_speed.csv
+
+``--cache none,dual`` runs our sampler without and with Fast-dLLM's DualCache (a block's later passes run its
+tokens alone over cached keys and values): its passes are cheaper, so tokens/s is the column that shows it, and
+agreement shows what the approximation changes.
 
 ``--chat-prompts FILE`` (JSONL with an ``instruction`` field, e.g. ../shared/data/sft/alpaca_seed_tasks.jsonl,
 which no quickstart run trains on) renders the prompts as chat finetuning did instead of tiny-shakespeare openings.
@@ -31,6 +35,8 @@ from pathlib import Path
 import torch
 
 from bertforge.generation import SamplerConfig, encode_prompt, end_token_ids, load_masked_lm, logits_fn, sample
+from bertforge.generation.dual_cache import build_cache
+from bertforge.generation.sampler import CACHES
 
 REPO = Path(__file__).resolve().parents[1]
 SHAKESPEARE = REPO / "data/sample/tinyshakespeare.txt"
@@ -142,12 +148,14 @@ def run_model(folder: str, args) -> list[dict]:
             return ids, calls, committed
         return decode
 
-    def ours(steps: int, threshold: float | None, factor: float | None = None):
+    caches = {kind: build_cache(kind, model, len(tok)) for kind in args.cache}
+
+    def ours(steps: int, threshold: float | None, factor: float | None = None, cache: str = "none"):
         config = SamplerConfig(max_new_tokens=n, steps=steps, block_length=args.block_length, threshold=threshold,
-                               factor=factor)
+                               factor=factor, cache=cache)
 
         def decode(p):
-            out = sample(fn, [p], config, mask_token_id=mask, pad_token_id=tok.pad_token_id)
+            out = sample(fn, [p], config, mask_token_id=mask, pad_token_id=tok.pad_token_id, cache=caches[cache])
             return out.tokens[0], out.forward_passes, out.commit_step[0]
         return decode
 
@@ -155,10 +163,12 @@ def run_model(folder: str, args) -> list[dict]:
     stops = set(end_token_ids(tok)) | {tok.pad_token_id}
     with torch.inference_mode():
         for steps in args.steps:
-            runs = [("reference (LLaDA schedule)", steps, None, reference(steps)),
-                    ("ours, no threshold", steps, None, ours(steps, None))]
-            runs += [("ours, threshold", steps, t, ours(steps, t)) for t in args.thresholds]
-            runs += [("ours, factor", steps, f, ours(steps, None, f)) for f in args.factors]
+            runs = [("reference (LLaDA schedule)", steps, None, reference(steps))]
+            for kind in args.cache:
+                cached = "" if caches[kind] is None else f", {kind} cache"
+                runs += [("ours, no threshold" + cached, steps, None, ours(steps, None, None, kind))]
+                runs += [("ours, threshold" + cached, steps, t, ours(steps, t, None, kind)) for t in args.thresholds]
+                runs += [("ours, factor" + cached, steps, f, ours(steps, None, f, kind)) for f in args.factors]
             for method, s, t, decode in runs:
                 row, outs, commits = timed(method, s, t, decode)
                 if baseline is None:  # the first run: the reference at the largest budget (one token per step)
@@ -171,7 +181,7 @@ def run_model(folder: str, args) -> list[dict]:
                 answer_passes = sum(len(set(c[:cut].tolist())) for c, cut in zip(commits, cuts))
                 row["answer_passes_per_token"] = answer_passes / max(sum(cuts), 1)
                 rows.append(row)
-                print(f"{Path(folder).name:>28} {method:>28} steps={s:<4} thr={t or '-':<5} "
+                print(f"{Path(folder).name:>28} {method:>40} steps={s:<4} thr={t or '-':<5} "
                       f"passes/token={row['passes_per_token']:.3f} tokens/s={row['tokens_per_s']:.1f} "
                       f"agreement={row['agreement']:.3f} answer={row['answer_agreement']:.3f} "
                       f"answer passes/token={row['answer_passes_per_token']:.3f} ({sum(cuts)} answer tokens)",
@@ -202,6 +212,8 @@ def main() -> None:
     p.add_argument("--steps", default="64,32", help="comma list; the first must equal --max-new-tokens")
     p.add_argument("--thresholds", default="0.9,0.7")
     p.add_argument("--factors", default="", help="Fast-dLLM factor rule values, e.g. 1,0.5 (column 'threshold')")
+    p.add_argument("--cache", default="none", help="comma list of block caches for our sampler: none, dual "
+                   "(Fast-dLLM's DualCache; its agreement column shows what the approximation changes)")
     p.add_argument("--chat-prompts", default=None, help="JSONL of instructions: chat prompts instead of Shakespeare")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default="bench/sampler_speed.csv")
@@ -209,6 +221,9 @@ def main() -> None:
     args.steps = [int(s) for s in args.steps.split(",")]
     args.thresholds = [float(t) for t in args.thresholds.split(",") if t]
     args.factors = [float(f) for f in args.factors.split(",") if f]
+    args.cache = [c for c in args.cache.split(",") if c]
+    if not args.cache or any(c not in CACHES for c in args.cache):
+        p.error(f"--cache: a comma list of {', '.join(CACHES)}")
     if args.steps[0] != args.max_new_tokens:
         p.error("--steps: the first budget must equal --max-new-tokens (it is the one-token-per-step baseline)")
     if args.threads:

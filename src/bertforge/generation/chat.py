@@ -106,7 +106,7 @@ class ChatSession:
         output = sample(gen.model_fn, [self.encoder.prompt_ids(context)], self.config,
                         mask_token_id=gen.tokenizer.mask_token_id, pad_token_id=self.pad_id,
                         end_token_ids=sorted(self.end_ids), max_length=gen.max_length, device=gen.device,
-                        on_step=on_step)
+                        on_step=on_step, cache=gen.cache(self.config))
         answer = gen.decode(output)[0]
         if self.closing and self.closing in answer:  # a template's closing text, e.g. dllm's [/Answer]
             answer = answer.split(self.closing, 1)[0].rstrip()

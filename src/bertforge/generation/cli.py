@@ -12,7 +12,7 @@ import time
 import torch
 
 from bertforge.errors import ConfigError, UserError
-from bertforge.generation.sampler import REMASKING, SamplerConfig
+from bertforge.generation.sampler import CACHES, REMASKING, SamplerConfig
 from bertforge.generation.text import TextGenerator
 from bertforge.runtime import device_name
 
@@ -40,6 +40,9 @@ def add_sampling_options(p: argparse.ArgumentParser, block_length: int | None = 
     p.add_argument("--factor", type=float, default=None,
                    help="Fast-dLLM's factor rule (about 1): also commit the top n while the n-th probability "
                         ">= 1 - factor / (n + 1)")
+    p.add_argument("--cache", choices=CACHES, default="none",
+                   help="dual: a block's later passes run its tokens alone over cached keys/values (Fast-dLLM's "
+                        "DualCache; FlexBERT, ModernBERT and BERT models; an approximation: see the README)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("cpu", "gpu"), default=None)
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
@@ -64,7 +67,7 @@ def sampler_config(args: argparse.Namespace) -> SamplerConfig:
     try:
         return SamplerConfig(max_new_tokens=args.max_new_tokens, steps=args.steps, block_length=args.block_length,
                              temperature=args.temperature, remasking=args.remasking, threshold=args.threshold,
-                             factor=args.factor, seed=args.seed)
+                             factor=args.factor, seed=args.seed, cache=args.cache)
     except ConfigError as err:
         flag = "--" + err.key.replace("_", "-")
         raise UserError(f"{flag}{str(err)[len(err.key):]}") from None

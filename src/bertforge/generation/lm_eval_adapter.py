@@ -17,9 +17,9 @@ or from Python: ``import bertforge.generation.lm_eval_adapter`` then ``lm_eval.s
 - ``loglikelihood_rolling``: the sum of the ELBOs of disjoint windows of the text, each after [CLS]: a lower bound
   on log p(text), so the perplexities lm-eval derives from it are upper bounds.
 - ``generate_until``: the iterative-unmasking sampler with the model arguments ``max_new_tokens``, ``steps``,
-  ``block_length``, ``threshold``, ``remasking``, ``temperature`` (the canvas length is a sampler setting: a
-  task's ``max_gen_toks`` is not used), stopped at the tokenizer's end token and cut at the task's ``until``
-  strings; ``--batch_size`` prompts per batch.
+  ``block_length``, ``threshold``, ``remasking``, ``temperature``, ``cache`` (none|dual) (the canvas length is
+  a sampler setting: a task's ``max_gen_toks`` is not used), stopped at the tokenizer's end token and cut at the
+  task's ``until`` strings; ``--batch_size`` prompts per batch.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from bertforge.errors import UserError
+from bertforge.generation.dual_cache import build_cache
 from bertforge.generation.likelihood import ELBOConfig, elbo_loglikelihood
 from bertforge.generation.loading import load_masked_lm, logits_fn, model_max_length
 from bertforge.generation.sampler import SamplerConfig, sample
@@ -62,7 +63,7 @@ class MDLMEvalLM(_Base):
                  block_length: int | None = None, threshold: float | None = None,
                  remasking: str = "low_confidence", temperature: float = 0.0, max_length: int | None = None,
                  batch_size: int | str = 1, max_batch_size: int | None = None, device: str | None = None,
-                 dtype: str = "float32"):
+                 dtype: str = "float32", cache: str = "none"):
         require_lm_eval()
         super().__init__()
         if dtype not in DTYPES:
@@ -75,7 +76,9 @@ class MDLMEvalLM(_Base):
         self.max_length = max_length or model_max_length(model.config) or 512
         self.elbo = ELBOConfig(mc_num=mc_num, batch_size=mc_batch_size, seed=seed)
         self.sampler = SamplerConfig(max_new_tokens=max_new_tokens, steps=steps, block_length=block_length,
-                                     temperature=temperature, remasking=remasking, threshold=threshold, seed=seed)
+                                     temperature=temperature, remasking=remasking, threshold=threshold, seed=seed,
+                                     cache=cache)
+        self.cache = build_cache(cache, model, len(self.tokenizer))
         self.check_greedy, self.batch_size = check_greedy, int(batch_size)
         tok = self.tokenizer
         self.mask_id = tok.mask_token_id
@@ -154,7 +157,8 @@ class MDLMEvalLM(_Base):
                 batch = indices[lo:lo + self.batch_size]
                 prompts = [(self.prefix + self._encode(requests[i].args[0]))[-room:] for i in batch]
                 out = sample(self.model_fn, prompts, self.sampler, mask_token_id=self.mask_id,
-                             pad_token_id=self.pad_id, end_token_ids=self.ends, device=self._device)
+                             pad_token_id=self.pad_id, end_token_ids=self.ends, device=self._device,
+                             cache=self.cache)
                 for i, answer in zip(batch, out.answers):
                     results[i] = cut_at(self.tokenizer.decode(answer, skip_special_tokens=True), until)
         return results

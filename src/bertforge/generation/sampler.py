@@ -13,6 +13,9 @@ token is committed, the masked positions after it are filled with [PAD] (attende
 them: answer, end token, padding), and a row whose canvas holds no mask is finished: no further forward pass is
 spent on it.
 
+With a block cache (``cache='dual'``, generation/dual_cache.py), a block's first pass runs the whole canvas and
+keeps every layer's keys and values; its later passes run only the block's tokens over them (Fast-dLLM's DualCache).
+
 The model is any callable ``(input_ids (R, W), attention_mask (R, W)) -> logits (R, W, V)``. It always sees
 right-padded rows whose real tokens start at column 0, so a prompt decoded alone or in a batch of longer
 prompts sees the same positions and gives the same tokens.
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import torch
 
@@ -31,6 +34,17 @@ from bertforge.errors import ConfigError, UserError
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 StepFn = Callable[[int, torch.Tensor, torch.Tensor], None]  # (step, canvas tokens (B, N), open mask (B, N))
 REMASKING = ("low_confidence", "margin", "random")
+CACHES = ("none", "dual")  # block caches (generation/dual_cache.py): 'dual' is Fast-dLLM's DualCache
+
+
+class BlockCache(Protocol):
+    """Keys and values kept across a block's passes (see generation/dual_cache.py)."""
+
+    def refresh(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Full logits (R, W, V) of right-padded rows; keeps their keys and values."""
+
+    def block_logits(self, rows: torch.Tensor, block_ids: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Logits (R, L, V) of one block's tokens of cached rows, at columns ``cols`` (R, L)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,7 @@ class SamplerConfig:
     threshold: float | None = None  # also commit every position whose token probability exceeds this
     factor: float | None = None  # also commit the top n while the n-th probability >= 1 - factor / (n + 1)
     seed: int = 0  # Gumbel noise and ``random`` ranking
+    cache: str = "none"  # 'dual': a block's later passes run its tokens alone over cached keys/values (Fast-dLLM)
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -64,6 +79,8 @@ class SamplerConfig:
             raise ConfigError("threshold", f"{self.threshold}: must be in (0, 1] (1.0 never fires)")
         if self.factor is not None and self.factor <= 0:
             raise ConfigError("factor", f"{self.factor}: must be > 0 (Fast-dLLM uses about 1; smaller is stricter)")
+        if self.cache not in CACHES:
+            raise ConfigError("cache", f"'{self.cache}': choose one of {', '.join(CACHES)}")
 
     @property
     def block_len(self) -> int:
@@ -96,10 +113,12 @@ class GenerationOutput(NamedTuple):
 
 def sample(model_fn: ModelFn, prompts: Sequence[Sequence[int]], config: SamplerConfig, *, mask_token_id: int,
            pad_token_id: int, end_token_ids: Sequence[int] = (), max_length: int | None = None,
-           device: torch.device | str | None = None, on_step: StepFn | None = None) -> GenerationOutput:
+           device: torch.device | str | None = None, on_step: StepFn | None = None,
+           cache: BlockCache | None = None) -> GenerationOutput:
     """Decode ``config.max_new_tokens`` tokens after each prompt (token ids) with ``model_fn``; see the module doc.
     ``on_step(step, tokens (B, N), open_mask (B, N))``, when given, is called after each forward pass's commits
-    with the canvas and its still-masked positions (live views: read, do not modify)."""
+    with the canvas and its still-masked positions (live views: read, do not modify). With a ``cache``, each
+    block's first pass runs the whole canvas through it and the block's later passes its tokens alone."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise UserError("every prompt needs at least one token (an empty prompt was given)")
     lens = torch.tensor([len(p) for p in prompts], device=device)  # (B,)
@@ -124,7 +143,13 @@ def sample(model_fn: ModelFn, prompts: Sequence[Sequence[int]], config: SamplerC
             rows = block_open.any(1).nonzero().squeeze(1)  # (R,) rows with work left in this block
             if rows.numel() == 0:
                 break
-            logits = _block_logits(model_fn, x[rows], lens[rows], longest, lo, hi, pad_token_id)
+            ids, mask, cols = _right_padded(x[rows], lens[rows], longest, lo, hi, pad_token_id)
+            if cache is None:
+                logits = _at(model_fn(ids, mask), cols)
+            elif s == 0:
+                logits = _at(cache.refresh(ids, mask, rows), cols)
+            else:
+                logits = cache.block_logits(rows, ids.gather(1, cols), cols).float()
             passes += 1
             logits[..., mask_token_id] = float("-inf")  # the mask token is never a prediction
             tokens, score, prob = _propose(logits, config, gen)  # (R, L) each
@@ -142,16 +167,21 @@ def sample(model_fn: ModelFn, prompts: Sequence[Sequence[int]], config: SamplerC
     return GenerationOutput(tokens, commit_step, _answers(tokens, ends), passes)
 
 
-def _block_logits(model_fn: ModelFn, x: torch.Tensor, lens: torch.Tensor, longest: int,
-                  lo: int, hi: int, pad_token_id: int) -> torch.Tensor:
-    """Run the model on right-padded rows (real tokens from column 0); return the block's logits (R, L, V)."""
+def _right_padded(x: torch.Tensor, lens: torch.Tensor, longest: int, lo: int, hi: int,
+                  pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The left-padded rows ``x`` as the model sees them, right-padded (real tokens from column 0): ids and
+    attention mask (R, W), and the columns of canvas block ``lo:hi`` in them (R, L)."""
     total = x.shape[1]
     width = int(lens.max()) + total - longest  # the longest of these rows, with its canvas
     src = (longest - lens)[:, None] + torch.arange(width, device=x.device)[None]  # (R, W) column in x
     mask = (src < total).long()  # (R, W) 1 on the prompt and canvas, 0 on the padding after them
     ids = torch.cat([x, torch.full_like(x[:, :1], pad_token_id)], 1).gather(1, src.clamp(max=total))
-    logits = model_fn(ids, mask)  # (R, W, V)
     cols = lens[:, None] + torch.arange(lo, hi, device=x.device)[None]  # (R, L) block columns in these rows
+    return ids, mask, cols
+
+
+def _at(logits: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """The logits (R, W, V) at columns ``cols`` (R, L), in float32: (R, L, V)."""
     return logits.gather(1, cols[..., None].expand(-1, -1, logits.shape[-1])).float()
 
 

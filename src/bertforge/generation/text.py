@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from bertforge.errors import UserError
 from bertforge.generation.loading import check_mask_token, load_masked_lm, logits_fn, model_max_length
-from bertforge.generation.sampler import GenerationOutput, ModelFn, SamplerConfig, sample
+from bertforge.generation.sampler import BlockCache, GenerationOutput, ModelFn, SamplerConfig, sample
+
+log = logging.getLogger(__name__)
 
 
 def encode_prompt(tokenizer: Any, prompt: str, chat: bool = False) -> list[int]:
@@ -51,12 +54,31 @@ class TextGenerator:
     tokenizer: Any
     max_length: int | None = None
     device: torch.device | str | None = None
+    model: torch.nn.Module | None = None
+    """The module behind ``model_fn``, for a block cache (``SamplerConfig.cache``); None: full passes only."""
+    _caches: dict = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def from_pretrained(cls, folder: str, device: str = "cpu", dtype: torch.dtype | None = None) -> TextGenerator:
         """Load a Hugging Face masked-LM folder (see :func:`load_masked_lm`)."""
         model, tokenizer = load_masked_lm(folder, device, dtype)
-        return cls(logits_fn(model, len(tokenizer)), tokenizer, model_max_length(model.config), device)
+        return cls(logits_fn(model, len(tokenizer)), tokenizer, model_max_length(model.config), device, model)
+
+    def cache(self, config: SamplerConfig) -> BlockCache | None:
+        """The block cache ``config.cache`` asks for (built once per kind); None for 'none', and for a model
+        without one (said in one log line)."""
+        if config.cache == "none":
+            return None
+        if config.cache not in self._caches:
+            from bertforge.generation.dual_cache import build_cache
+
+            if self.model is None:
+                log.warning("cache: this generator has no module behind its model function; decoding with full "
+                            "forward passes")
+                self._caches[config.cache] = None
+            else:
+                self._caches[config.cache] = build_cache(config.cache, self.model, len(self.tokenizer))
+        return self._caches[config.cache]
 
     def run(self, prompts: Sequence[str], config: SamplerConfig, chat: bool = False,
             end_tokens: Sequence[str] | None = None) -> GenerationOutput:
@@ -69,7 +91,7 @@ class TextGenerator:
         pad = tok.pad_token_id if tok.pad_token_id is not None else (ends[0] if ends else mask_id)
         ids = [encode_prompt(tok, p, chat) for p in prompts]
         return sample(self.model_fn, ids, config, mask_token_id=mask_id, pad_token_id=pad, end_token_ids=ends,
-                      max_length=self.max_length, device=self.device)
+                      max_length=self.max_length, device=self.device, cache=self.cache(config))
 
     def decode(self, output: GenerationOutput) -> list[str]:
         """Each answer as text (up to its end token)."""

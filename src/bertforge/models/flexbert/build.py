@@ -41,10 +41,10 @@ def _from_pretrained(name: str, overrides: dict) -> FlexBertForMaskedLM:
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0]
         raise UserError(f"model.pretrained_model_name: cannot load '{name}' ({first})") from None
-    if hf_config.model_type not in _IMPORTERS:
+    if hf_config.model_type not in HF_IMPORTERS:
         raise ConfigError("model.pretrained_model_name", f"'{name}' is {hf_config.model_type}; FlexBERT converts "
                           "modernbert and bert checkpoints")
-    to_config, to_state = _IMPORTERS[hf_config.model_type]
+    to_config, to_state = HF_IMPORTERS[hf_config.model_type]
     cfg = to_config(hf_config, **overrides)  # refuses what FlexBERT cannot compute before loading any weight
     model = FlexBertForMaskedLM(cfg)
     source, info = AutoModelForMaskedLM.from_pretrained(name, output_loading_info=True)
@@ -74,7 +74,7 @@ def _check_dropped(name: str, dropped: list[str]) -> None:
                     "encoder is, and a GLUE run starts a new head with the task's pooling)", name)
 
 
-_IMPORTERS = {"modernbert": (flexbert_config_from_modernbert, flexbert_state_from_modernbert),
+HF_IMPORTERS = {"modernbert": (flexbert_config_from_modernbert, flexbert_state_from_modernbert),
               "bert": (flexbert_config_from_bert, flexbert_state_from_bert)}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -86,16 +87,24 @@ class Attention(nn.Module):
         if self.alibi_slopes is not None:
             self.alibi_slopes.copy_(alibi_slopes(self.heads))
 
-    def forward(self, x: torch.Tensor, layout: SeqLayout) -> torch.Tensor:
-        qkv = self.Wqkv(x).view(-1, 3, self.heads, self.head_dim)  # (T, 3, nh, hd)
-        if layout.real is not None:  # padded execution: attend among the real tokens only
-            qkv = qkv[layout.real]
+    def project(self, x: torch.Tensor, positions: torch.Tensor, rope: dict,
+                rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values ``(T, nh, hd)`` of ``x`` ``(rows, H)`` (only ``rows`` of it when given), RoPE
+        applied at token ``positions`` ``(T,)``; ``rope`` caches the (cos, sin) tables per base across layers."""
+        qkv = self.Wqkv(x).view(-1, 3, self.heads, self.head_dim)  # (rows, 3, nh, hd)
+        if rows is not None:
+            qkv = qkv[rows]
         q, k, v = qkv.unbind(1)  # views, (T, nh, hd) each
         if self.rotary is not None:
-            if self.rotary.theta not in layout.rope:  # one table per RoPE base, shared by all layers
-                layout.rope[self.rotary.theta] = self.rotary.cos_sin(layout.positions, qkv.dtype)
-            cos, sin = layout.rope[self.rotary.theta]
+            if self.rotary.theta not in rope:  # one table per RoPE base, shared by all layers
+                rope[self.rotary.theta] = self.rotary.cos_sin(positions, qkv.dtype)
+            cos, sin = rope[self.rotary.theta]
             q, k = self.rotary_qk(q, k, cos, sin)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, layout: SeqLayout) -> torch.Tensor:
+        # padded execution (layout.real set): attend among the real tokens only
+        q, k, v = self.project(x, layout.positions, layout.rope, layout.real)
         out = self.backend(q, k, v, layout.cu_seqlens, layout.max_seqlen, window=self.window,
                            alibi_slopes=self.alibi_slopes, dropout_p=self.dropout if self.training else 0.0)
         if layout.real is not None:
@@ -137,8 +146,12 @@ class Block(nn.Module):
         self.drop = nn.Dropout(cfg.hidden_dropout)
 
     def forward(self, x: torch.Tensor, layout: SeqLayout) -> torch.Tensor:  # (T, H) -> (T, H)
+        return self.residual(x, lambda h: self.attn(h, layout))
+
+    def residual(self, x: torch.Tensor, attend: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """The block around ``attend`` (normed rows -> attention output rows): norms, residuals, MLP."""
         if self.postnorm:
-            x = self.attn_norm(x + self.drop(self.attn(x, layout)))
+            x = self.attn_norm(x + self.drop(attend(x)))
             return self.mlp_norm(x + self.drop(self.mlp(x)))
-        x = x + self.drop(self.attn(self.attn_norm(x), layout))
+        x = x + self.drop(attend(self.attn_norm(x)))
         return x + self.drop(self.mlp(self.mlp_norm(x)))
