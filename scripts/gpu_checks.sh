@@ -2,7 +2,8 @@
 # Every GPU check in one go, for a machine with an NVIDIA GPU and torch + nvcc installed (no other
 # package needed: the kernel tests import only torch and bertforge). JIT-builds the fused FFT-conv
 # kernel, runs the tests marked `gpu`, and takes the kernel-vs-torch.fft benchmark and the fused Triton kernels'
-# benchmark (needs liger-kernel: `pip install -e .[gpu]`).
+# benchmark (needs liger-kernel: `pip install -e .[gpu]`), and the sampler benchmark with key/value caches (needs
+# transformers).
 #   bash scripts/gpu_checks.sh [output folder, default bench/gpu]
 set -o pipefail
 out=${1:-${OUT:-bench/gpu}}
@@ -27,3 +28,8 @@ $py -c "from bertforge.kernels import fused_available; print('fused kernels:', *
     | tee "$out/fused_kernels.txt"
 $py benchmarks/kernels_gpu.py --tokens 16384 --batch 16 --seq-len 1024 --dtype bf16 --out "$out" 2>&1 \
     | tee "$out/kernels_bench.txt"
+# the masked-diffusion sampler on a random ModernBERT-base-shaped model: full passes vs Fast-dLLM's prefix and dual
+# key/value caches (tokens/s; a random model's agreement says little, the README's trained-model rows say more)
+$py benchmarks/sampler_speed.py --base --base-folder /tmp/random-modernbert-base --device gpu --dtype bfloat16 \
+    --prompts 4 --max-new-tokens 256 --steps 256 --block-length 32 --thresholds 0.9 --cache none,prefix,dual \
+    --repeats 2 --out "$out/sampler_speed.csv" 2>&1 | tee "$out/sampler_speed.txt"

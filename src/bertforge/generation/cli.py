@@ -41,8 +41,9 @@ def add_sampling_options(p: argparse.ArgumentParser, block_length: int | None = 
                    help="Fast-dLLM's factor rule (about 1): also commit the top n while the n-th probability "
                         ">= 1 - factor / (n + 1)")
     p.add_argument("--cache", choices=CACHES, default="none",
-                   help="dual: a block's later passes run its tokens alone over cached keys/values (Fast-dLLM's "
-                        "DualCache; FlexBERT, ModernBERT and BERT models; an approximation: see the README)")
+                   help="a block's later passes run its tokens alone (dual) or them and the canvas after them "
+                        "(prefix) over cached keys/values, as Fast-dLLM's caches (FlexBERT, ModernBERT and BERT "
+                        "models; an approximation: see the README)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("cpu", "gpu"), default=None)
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32")

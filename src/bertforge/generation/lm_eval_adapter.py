@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from bertforge.errors import UserError
-from bertforge.generation.dual_cache import build_cache
+from bertforge.generation.kv_cache import build_cache
 from bertforge.generation.likelihood import ELBOConfig, elbo_loglikelihood
 from bertforge.generation.loading import load_masked_lm, logits_fn, model_max_length
 from bertforge.generation.sampler import SamplerConfig, sample

@@ -13,8 +13,9 @@ token is committed, the masked positions after it are filled with [PAD] (attende
 them: answer, end token, padding), and a row whose canvas holds no mask is finished: no further forward pass is
 spent on it.
 
-With a block cache (``cache='dual'``, generation/dual_cache.py), a block's first pass runs the whole canvas and
-keeps every layer's keys and values; its later passes run only the block's tokens over them (Fast-dLLM's DualCache).
+With a block cache (generation/kv_cache.py), a block's first pass runs the whole canvas and keeps every layer's
+keys and values; its later passes run only the block's tokens (``cache='dual'``) or the block and the canvas after
+it (``'prefix'``) over them: Fast-dLLM's DualCache and PrefixCache.
 
 The model is any callable ``(input_ids (R, W), attention_mask (R, W)) -> logits (R, W, V)``. It always sees
 right-padded rows whose real tokens start at column 0, so a prompt decoded alone or in a batch of longer
@@ -34,11 +35,13 @@ from bertforge.errors import ConfigError, UserError
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 StepFn = Callable[[int, torch.Tensor, torch.Tensor], None]  # (step, canvas tokens (B, N), open mask (B, N))
 REMASKING = ("low_confidence", "margin", "random")
-CACHES = ("none", "dual")  # block caches (generation/dual_cache.py): 'dual' is Fast-dLLM's DualCache
+CACHES = ("none", "prefix", "dual")  # block caches (generation/kv_cache.py), as Fast-dLLM's
 
 
 class BlockCache(Protocol):
-    """Keys and values kept across a block's passes (see generation/dual_cache.py)."""
+    """Keys and values kept across a block's passes (see generation/kv_cache.py)."""
+
+    recomputes_suffix: bool  # later passes run the block and the canvas after it, not the block alone
 
     def refresh(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Full logits (R, W, V) of right-padded rows; keeps their keys and values."""
@@ -59,7 +62,8 @@ class SamplerConfig:
     threshold: float | None = None  # also commit every position whose token probability exceeds this
     factor: float | None = None  # also commit the top n while the n-th probability >= 1 - factor / (n + 1)
     seed: int = 0  # Gumbel noise and ``random`` ranking
-    cache: str = "none"  # 'dual': a block's later passes run its tokens alone over cached keys/values (Fast-dLLM)
+    cache: str = "none"  # a block's later passes run its tokens ('dual') or them and the canvas after them
+    # ('prefix') over cached keys/values (Fast-dLLM)
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -149,7 +153,8 @@ def sample(model_fn: ModelFn, prompts: Sequence[Sequence[int]], config: SamplerC
             elif s == 0:
                 logits = _at(cache.refresh(ids, mask, rows), cols)
             else:
-                logits = cache.block_logits(rows, ids.gather(1, cols), cols).float()
+                span = cols if not cache.recomputes_suffix else cols[:, :1] + torch.arange(n - lo, device=x.device)
+                logits = cache.block_logits(rows, ids.gather(1, span), span)[:, :hi - lo].float()
             passes += 1
             logits[..., mask_token_id] = float("-inf")  # the mask token is never a prediction
             tokens, score, prob = _propose(logits, config, gen)  # (R, L) each

@@ -1,14 +1,17 @@
-"""Block decoding with cached keys and values: Fast-dLLM's DualCache (Wu et al. 2025) for FlexBERT masked LMs.
+"""Block decoding with cached keys and values, Fast-dLLM's PrefixCache and DualCache (Wu et al. 2025), for FlexBERT
+masked LMs.
 
 Semi-autoregressive decoding changes only the current block's tokens between two passes. At the first pass of a
-block, :meth:`DualCache.refresh` runs the whole canvas and keeps every layer's keys and values; the block's later
-passes (:meth:`DualCache.block_logits`) run the block's tokens alone: their queries attend to their own fresh keys
-and values and to the cached ones of every other position (the prompt and finished blocks before, the masked
-suffix after). A pass then costs the block's tokens instead of the whole sequence.
+block, :meth:`BlockKVCache.refresh` runs the whole canvas and keeps every layer's keys and values; the block's later
+passes (:meth:`BlockKVCache.block_logits`) run only some tokens: their queries attend to their own fresh keys and
+values and to the cached ones of every other position. ``dual`` runs the block's tokens alone (the prompt and
+finished blocks before it and the masked suffix after it come from the cache); ``prefix`` runs the block and the
+suffix (only what precedes the block comes from the cache). A pass then costs those tokens instead of the whole
+sequence.
 
 The cached entries are exact for the canvas they were computed on; after the block's tokens change, the prompt's
 and suffix's deeper-layer keys and values would change too in a full forward (attention is bidirectional). That is
-Fast-dLLM's approximation: ``benchmarks/sampler_speed.py --cache none,dual`` measures its agreement with full
+Fast-dLLM's approximation: ``benchmarks/sampler_speed.py --cache none,prefix,dual`` measures its agreement with full
 recomputation next to the speed. Right after a refresh, block logits equal the full forward's (tested).
 
 Any FlexBERT masked LM works (ours, or an exported folder's ``BertforgeForMaskedLM``); transformers' ModernBERT
@@ -32,14 +35,17 @@ from bertforge.models.flexbert.model import FlexBertForMaskedLM, FlexBertModel
 log = logging.getLogger(__name__)
 
 
-class DualCache:
+class BlockKVCache:
     """Per-layer keys and values of the canvas at the last refresh, for one FlexBERT masked LM (``mlm``: any
     module with ``model`` (a :class:`FlexBertModel`), ``head`` and ``decoder``, as ``FlexBertForMaskedLM``).
+    ``recomputes_suffix``: the sampler passes the block and the canvas after it to :meth:`block_logits` (prefix
+    cache), else the block alone (dual cache).
 
     Rows are right-padded, real tokens from column 0 (the sampler's layout), so a token's column is its position.
     """
 
-    def __init__(self, mlm: torch.nn.Module, vocab_size: int | None = None):
+    def __init__(self, mlm: torch.nn.Module, vocab_size: int | None = None, recomputes_suffix: bool = False):
+        self.recomputes_suffix = recomputes_suffix
         self.encoder: FlexBertModel = mlm.model
         self.vocab_size = vocab_size  # logits cut to the tokenizer's (padded vocabulary rows never win)
         self.head, self.decoder = mlm.head, mlm.decoder
@@ -144,15 +150,15 @@ def flexbert_masked_lm(model: torch.nn.Module) -> torch.nn.Module:
     return mlm.to(device=param.device, dtype=param.dtype).eval()
 
 
-def build_cache(kind: str, model: torch.nn.Module, vocab_size: int | None = None) -> DualCache | None:
-    """The block cache ``kind`` ('none' or 'dual') for ``model`` (logits cut to ``vocab_size``); a model without
-    one decodes with full passes, said in one log line."""
+def build_cache(kind: str, model: torch.nn.Module, vocab_size: int | None = None) -> BlockKVCache | None:
+    """The block cache ``kind`` ('none', 'prefix' or 'dual') for ``model`` (logits cut to ``vocab_size``); a model
+    without one decodes with full passes, said in one log line."""
     if kind not in CACHES:
         raise UserError(f"cache '{kind}': choose one of {', '.join(CACHES)}")
     if kind == "none":
         return None
     try:
-        return DualCache(flexbert_masked_lm(model), vocab_size)
+        return BlockKVCache(flexbert_masked_lm(model), vocab_size, recomputes_suffix=kind == "prefix")
     except UserError as err:
         log.warning("cache: %s; decoding with full forward passes", err)
         return None

@@ -1,6 +1,6 @@
-"""Fast-dLLM's DualCache for FlexBERT: exact on the canvas it was computed on, exact for a one-layer model after
-the block changes (the other positions' keys and values depend on their own tokens only), equal for transformers'
-ModernBERT and BERT once converted, and the sampler's contract with it."""
+"""Fast-dLLM's block caches (prefix, dual) for FlexBERT: exact on the canvas they were computed on, exact for a
+one-layer model after the block changes (the other positions' keys and values depend on their own tokens only),
+equal for transformers' ModernBERT and BERT once converted, and the sampler's contract with them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bertforge.generation import SamplerConfig, TextGenerator, load_masked_lm, logits_fn, sample
-from bertforge.generation.dual_cache import DualCache, build_cache, flexbert_masked_lm
+from bertforge.generation.kv_cache import BlockKVCache, build_cache, flexbert_masked_lm
 from bertforge.models.flexbert.config import FlexBertConfig
 from bertforge.models.flexbert.model import FlexBertForMaskedLM
 
@@ -52,12 +52,15 @@ def test_fresh_cache_equals_the_full_forward(variant):
     model, (ids, mask) = flexbert(**VARIANTS[variant]), padded_batch()
     with torch.no_grad():
         full = model(ids, mask).logits
-    cache = DualCache(model)
+    cache = BlockKVCache(model)
     refreshed = cache.refresh(ids, mask)
     real = mask.bool()
     torch.testing.assert_close(refreshed[real], full[real], rtol=0, atol=1e-5)
     cols = last_columns(mask, 4)
     torch.testing.assert_close(cache.block_logits(torch.arange(3), ids.gather(1, cols), cols), at(full, cols),
+                               rtol=0, atol=1e-5)
+    suffix = last_columns(mask, 6)  # a prefix cache's pass: the block and what follows it
+    torch.testing.assert_close(cache.block_logits(torch.arange(3), ids.gather(1, suffix), suffix), at(full, suffix),
                                rtol=0, atol=1e-5)
     one = torch.tensor([2])  # a subset of the cached rows, as the sampler asks once other rows are done
     torch.testing.assert_close(cache.block_logits(one, ids[one].gather(1, cols[one]), cols[one]),
@@ -72,7 +75,7 @@ def test_after_the_block_changes_one_layer_is_exact_and_deeper_models_approximat
     errors = {}
     for layers in (1, 2):
         model = flexbert(layers, **VARIANTS[variant])
-        cache = DualCache(model)
+        cache = BlockKVCache(model)
         cache.refresh(ids, mask)
         with torch.no_grad():
             truth = at(model(changed, mask).logits, cols)
@@ -83,7 +86,7 @@ def test_after_the_block_changes_one_layer_is_exact_and_deeper_models_approximat
 
 def test_block_logits_refuses_rows_it_did_not_cache():
     model, (ids, mask) = flexbert(1), padded_batch()
-    cache = DualCache(model)
+    cache = BlockKVCache(model)
     cache.refresh(ids[:2], mask[:2], rows=torch.tensor([0, 2]))
     cols = last_columns(mask[1:2], 2)
     with pytest.raises(RuntimeError, match="did not run"):
@@ -99,12 +102,13 @@ def test_transformers_masked_lms_convert_to_an_equal_flexbert(kind, modernbert_d
     enc = tok(texts, padding=True, return_tensors="pt")
     with torch.no_grad():
         expected = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
-    got = DualCache(converted).refresh(enc["input_ids"], enc["attention_mask"])
+    got = BlockKVCache(converted).refresh(enc["input_ids"], enc["attention_mask"])
     real = enc["attention_mask"].bool()
     torch.testing.assert_close(got[real], expected[real], rtol=1e-4, atol=1e-4)
 
 
-def test_sampler_with_a_one_layer_cache_equals_full_passes():
+@pytest.mark.parametrize("kind", ["prefix", "dual"])
+def test_sampler_with_a_one_layer_cache_equals_full_passes(kind):
     model = flexbert(1, local_attention_window=6)
     fn = logits_fn(model)
     prompts = [[5, 9, 12], [7, 8, 9, 10, 11, 30, 31]]
@@ -112,17 +116,18 @@ def test_sampler_with_a_one_layer_cache_equals_full_passes():
     for threshold in (None, 0.05):
         config = SamplerConfig(max_new_tokens=12, steps=12, block_length=4, threshold=threshold)
         plain = sample(fn, prompts, config, **kw)
-        cached = sample(fn, prompts, config, **kw, cache=DualCache(model))
+        cached = sample(fn, prompts, config, **kw, cache=build_cache(kind, model))
         assert torch.equal(cached.tokens, plain.tokens) and torch.equal(cached.commit_step, plain.commit_step)
         assert cached.forward_passes == plain.forward_passes
 
 
-def test_sampler_contract_holds_with_the_cache(modernbert_lm):
+@pytest.mark.parametrize("kind", ["prefix", "dual"])
+def test_sampler_contract_holds_with_the_cache(modernbert_lm, kind):
     model, tok = modernbert_lm
-    fn, cache = logits_fn(model, len(tok)), build_cache("dual", model, len(tok))
-    assert isinstance(cache, DualCache)
+    fn, cache = logits_fn(model, len(tok)), build_cache(kind, model, len(tok))
+    assert isinstance(cache, BlockKVCache) and cache.recomputes_suffix == (kind == "prefix")
     prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in ("Hi", "First Citizen: Before we proceed")]
-    config = SamplerConfig(max_new_tokens=12, steps=6, block_length=4, cache="dual")
+    config = SamplerConfig(max_new_tokens=12, steps=6, block_length=4, cache=kind)
     kw = dict(mask_token_id=tok.mask_token_id, pad_token_id=tok.pad_token_id)
     seen = []
     batch = sample(fn, prompts, config, **kw, cache=cache, on_step=lambda s, t, o: seen.append(t.clone()))
@@ -138,17 +143,34 @@ def test_sampler_contract_holds_with_the_cache(modernbert_lm):
 
 def test_a_model_without_a_cache_decodes_with_full_passes(bert_dir, caplog):
     linear = torch.nn.Linear(2, 2)
-    with caplog.at_level(logging.WARNING, logger="bertforge.generation.dual_cache"):
+    with caplog.at_level(logging.WARNING, logger="bertforge.generation.kv_cache"):
         assert build_cache("dual", linear) is None
     assert "Linear has no block cache" in caplog.text and "full forward passes" in caplog.text
     assert build_cache("none", linear) is None
     gen = TextGenerator.from_pretrained(str(bert_dir))
     plain = gen.run(["hello there"], SamplerConfig(max_new_tokens=8, steps=8, block_length=4))
     cached = gen.run(["hello there"], SamplerConfig(max_new_tokens=8, steps=8, block_length=4, cache="dual"))
-    assert isinstance(gen.cache(SamplerConfig(cache="dual")), DualCache)  # BERT converts: the cache is used
+    assert isinstance(gen.cache(SamplerConfig(cache="dual")), BlockKVCache)  # BERT converts: the cache is used
     assert cached.forward_passes == plain.forward_passes == 8 and cached.tokens.shape == plain.tokens.shape
 
 
 def test_cache_name_is_checked():
-    with pytest.raises(Exception, match="cache.*'triple'.*none, dual"):
+    with pytest.raises(Exception, match="cache.*'triple'.*none, prefix, dual"):
         SamplerConfig(cache="triple")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the cache's bf16 path)")
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_fresh_cache_equals_the_full_forward_on_gpu_in_bf16(variant):
+    """On CUDA in bf16 (the model's own attention backend may be flash-attn there): a fresh cache's block logits are
+    the full forward's within bf16 rounding."""
+    model = flexbert(**VARIANTS[variant]).to("cuda", torch.bfloat16)
+    ids, mask = (t.cuda() for t in padded_batch())
+    with torch.no_grad():
+        full = model(ids, mask).logits.float()
+    cache = BlockKVCache(model)
+    cache.refresh(ids, mask)
+    cols = last_columns(mask, 4)
+    block = cache.block_logits(torch.arange(3, device="cuda"), ids.gather(1, cols), cols).float()
+    torch.testing.assert_close(block, at(full, cols), rtol=0.05, atol=0.1)
