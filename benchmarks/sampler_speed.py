@@ -36,8 +36,7 @@ import torch
 
 from bertforge.generation import SamplerConfig, encode_prompt, end_token_ids, load_masked_lm, logits_fn, sample
 from bertforge.generation.cli import DTYPES
-from bertforge.generation.kv_cache import build_cache
-from bertforge.generation.sampler import CACHES
+from bertforge.models.block_cache import CACHES, build_cache
 
 REPO = Path(__file__).resolve().parents[1]
 SHAKESPEARE = REPO / "data/sample/tinyshakespeare.txt"

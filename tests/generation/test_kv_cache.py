@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from bertforge.generation import SamplerConfig, TextGenerator, load_masked_lm, logits_fn, sample
-from bertforge.generation.kv_cache import BlockKVCache, build_cache, flexbert_masked_lm
+from bertforge.models.block_cache import build_cache
 from bertforge.models.flexbert.config import FlexBertConfig
+from bertforge.models.flexbert.kv_cache import BlockKVCache, as_flexbert_mlm
 from bertforge.models.flexbert.model import FlexBertForMaskedLM
 
 VOCAB = 64
@@ -96,8 +97,8 @@ def test_block_logits_refuses_rows_it_did_not_cache():
 @pytest.mark.parametrize("kind", ["modernbert", "bert"])
 def test_transformers_masked_lms_convert_to_an_equal_flexbert(kind, modernbert_dir, bert_dir):
     model, tok = load_masked_lm(str(modernbert_dir if kind == "modernbert" else bert_dir))
-    converted = flexbert_masked_lm(model)
-    assert isinstance(converted, FlexBertForMaskedLM) and flexbert_masked_lm(converted) is converted
+    converted = as_flexbert_mlm(model)
+    assert isinstance(converted, FlexBertForMaskedLM) and as_flexbert_mlm(converted) is converted
     texts = ["Once upon a time there was", "ROMEO: But soft, what light through yonder window breaks?"]
     enc = tok(texts, padding=True, return_tensors="pt")
     with torch.no_grad():
@@ -143,7 +144,7 @@ def test_sampler_contract_holds_with_the_cache(modernbert_lm, kind):
 
 def test_a_model_without_a_cache_decodes_with_full_passes(bert_dir, caplog):
     linear = torch.nn.Linear(2, 2)
-    with caplog.at_level(logging.WARNING, logger="bertforge.generation.kv_cache"):
+    with caplog.at_level(logging.WARNING, logger="bertforge.models.block_cache"):
         assert build_cache("dual", linear) is None
     assert "Linear has no block cache" in caplog.text and "full forward passes" in caplog.text
     assert build_cache("none", linear) is None

@@ -32,11 +32,11 @@ from typing import Any
 import torch
 
 from bertforge.errors import UserError
-from bertforge.generation.kv_cache import build_cache
 from bertforge.generation.likelihood import ELBOConfig, elbo_loglikelihood
 from bertforge.generation.loading import load_masked_lm, logits_fn, model_max_length
 from bertforge.generation.sampler import SamplerConfig, sample
 from bertforge.generation.text import end_token_ids
+from bertforge.models.block_cache import build_cache
 
 MODEL_NAME = "bertforge_mdlm"
 INSTALL = "pip install lm-eval==0.4.13"

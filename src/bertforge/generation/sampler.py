@@ -13,7 +13,7 @@ token is committed, the masked positions after it are filled with [PAD] (attende
 them: answer, end token, padding), and a row whose canvas holds no mask is finished: no further forward pass is
 spent on it.
 
-With a block cache (generation/kv_cache.py), a block's first pass runs the whole canvas and keeps every layer's
+With a block cache (models/block_cache.py), a block's first pass runs the whole canvas and keeps every layer's
 keys and values; its later passes run only the block's tokens (``cache='dual'``) or the block and the canvas after
 it (``'prefix'``) over them: Fast-dLLM's DualCache and PrefixCache.
 
@@ -31,15 +31,15 @@ from typing import NamedTuple, Protocol
 import torch
 
 from bertforge.errors import ConfigError, UserError
+from bertforge.models.block_cache import CACHES
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 StepFn = Callable[[int, torch.Tensor, torch.Tensor], None]  # (step, canvas tokens (B, N), open mask (B, N))
 REMASKING = ("low_confidence", "margin", "random")
-CACHES = ("none", "prefix", "dual")  # block caches (generation/kv_cache.py), as Fast-dLLM's
 
 
 class BlockCache(Protocol):
-    """Keys and values kept across a block's passes (see generation/kv_cache.py)."""
+    """Keys and values kept across a block's passes (see models/block_cache.py)."""
 
     recomputes_suffix: bool  # later passes run the block and the canvas after it, not the block alone
 

@@ -70,7 +70,7 @@ class TextGenerator:
         if config.cache == "none":
             return None
         if config.cache not in self._caches:
-            from bertforge.generation.kv_cache import build_cache
+            from bertforge.models.block_cache import build_cache
 
             if self.model is None:
                 log.warning("cache: this generator has no module behind its model function; decoding with full "

@@ -11,8 +11,8 @@ sequence.
 
 The cached entries are exact for the canvas they were computed on; after the block's tokens change, the prompt's
 and suffix's deeper-layer keys and values would change too in a full forward (attention is bidirectional). That is
-Fast-dLLM's approximation: ``benchmarks/sampler_speed.py --cache none,prefix,dual`` measures its agreement with full
-recomputation next to the speed. Right after a refresh, block logits equal the full forward's (tested).
+Fast-dLLM's approximation: ``benchmarks/sampler_speed.py --cache none,prefix,dual`` measures its agreement with
+full recomputation next to the speed. Right after a refresh, block logits equal the full forward's (tested).
 
 Any FlexBERT masked LM works (ours, or an exported folder's ``BertforgeForMaskedLM``); transformers' ModernBERT
 and BERT masked LMs are converted to FlexBERT in memory with the same converters as ``pretrained_model_name``
@@ -21,18 +21,16 @@ and BERT masked LMs are converted to FlexBERT in memory with the same converters
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from bertforge.errors import UserError
-from bertforge.generation.sampler import CACHES
+from bertforge.models.convert.rules import load_exact
+from bertforge.models.flexbert.build import HF_IMPORTERS
 from bertforge.models.flexbert.layers import Attention
 from bertforge.models.flexbert.model import FlexBertForMaskedLM, FlexBertModel
-
-log = logging.getLogger(__name__)
 
 
 class BlockKVCache:
@@ -130,15 +128,12 @@ def _attention(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.masked_fill(hidden, float("-inf")))
 
 
-def flexbert_masked_lm(model: torch.nn.Module) -> torch.nn.Module:
+def as_flexbert_mlm(model: torch.nn.Module) -> torch.nn.Module:
     """``model`` itself when it is a FlexBERT masked LM (ours or an exported folder's), else transformers'
     ModernBERT / BERT masked LM converted to an equal :class:`FlexBertForMaskedLM` (same device and dtype). Other
     models, and configs FlexBERT cannot express, raise :class:`UserError` naming why."""
     if isinstance(getattr(model, "model", None), FlexBertModel) and hasattr(model, "head"):
         return model
-    from bertforge.models.convert.rules import load_exact
-    from bertforge.models.flexbert.build import HF_IMPORTERS
-
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type not in HF_IMPORTERS:
         raise UserError(f"{type(model).__name__} has no block cache: it works for FlexBERT models and transformers' "
@@ -148,17 +143,3 @@ def flexbert_masked_lm(model: torch.nn.Module) -> torch.nn.Module:
     mlm = FlexBertForMaskedLM(to_config(model.config))
     load_exact(mlm, to_state(model.state_dict(), mlm.config), type(model).__name__)
     return mlm.to(device=param.device, dtype=param.dtype).eval()
-
-
-def build_cache(kind: str, model: torch.nn.Module, vocab_size: int | None = None) -> BlockKVCache | None:
-    """The block cache ``kind`` ('none', 'prefix' or 'dual') for ``model`` (logits cut to ``vocab_size``); a model
-    without one decodes with full passes, said in one log line."""
-    if kind not in CACHES:
-        raise UserError(f"cache '{kind}': choose one of {', '.join(CACHES)}")
-    if kind == "none":
-        return None
-    try:
-        return BlockKVCache(flexbert_masked_lm(model), vocab_size, recomputes_suffix=kind == "prefix")
-    except UserError as err:
-        log.warning("cache: %s; decoding with full forward passes", err)
-        return None
