@@ -87,6 +87,26 @@ def test_hf_model_type_and_pretrained_folder_are_checked(tmp_path):
     assert registry.models.validate(block, "model")["model_config"] == block["model_config"]
 
 
+def test_modernbert_4x_keys_on_a_pretrained_config_apply_or_are_refused(tmp_path):
+    """transformers 5 turns them into rope_parameters / layer_types only in the constructor: there they are refused."""
+    from transformers import AutoTokenizer, ModernBertConfig
+
+    from bertforge.models.hf_bert import build_config
+    from tests.conftest import SHARED_DATA, TRANSFORMERS_5
+
+    tok = AutoTokenizer.from_pretrained(SHARED_DATA / "tokenizers" / "modernbert")
+    ModernBertConfig(vocab_size=len(tok)).save_pretrained(tmp_path)
+    if TRANSFORMERS_5:
+        with pytest.raises(ConfigError, match=r"^model.model_config.global_rope_theta: ModernBertConfig derives"):
+            build_config(tok, None, str(tmp_path), {"global_rope_theta": 1234.0}, None)
+        built = build_config(tok, "modernbert", None, {"global_rope_theta": 1234.0, "num_hidden_layers": 4,
+                                                       "global_attn_every_n_layers": 2}, None)
+        assert built.rope_parameters["full_attention"]["rope_theta"] == 1234.0
+        assert built.layer_types == ["full_attention", "sliding_attention"] * 2
+    else:
+        assert build_config(tok, None, str(tmp_path), {"global_rope_theta": 1234.0}, None).global_rope_theta == 1234.0
+
+
 def test_hf_keys_a_pretrained_checkpoint_decides_are_refused(tmp_path):
     """Before: model_type and pad_vocab_to_multiple_of next to pretrained_model_name were silently ignored."""
     from transformers import AutoTokenizer, ModernBertConfig

@@ -3,6 +3,7 @@ leaves them, and our own model's outputs to compare exports with."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import torch
 from transformers import BertTokenizerFast
 
-from tests.conftest import REPO
+from tests.conftest import REPO, TRANSFORMERS_5
 from tests.models.test_nsp_head import SPECIALS
 
 WORDS = 40
@@ -27,6 +28,23 @@ RUNS = {
                                           max_position_embeddings=64, filter_length=64, filter_order=16)),
 }
 TEXTS = ["w1 w2 w3", "w4", "w5 w6 w7 w8 w9 w10 w11 w12 w13 w14", "w20 w21 w22 w23 w24"]
+
+
+def from_pretrained(auto_class, folder, trust_remote_code: bool):
+    """``auto_class.from_pretrained(folder)``; with ``trust_remote_code`` the folder's own ``auto_map`` code runs.
+
+    transformers 5 prefers a registered class to a folder's ``auto_map`` code even with ``trust_remote_code``
+    (auto_factory's ``explicit_local_code``), and importing bertforge registers its classes: there the folder's
+    code is loaded as transformers loads it where bertforge is not imported.
+    """
+    if not (trust_remote_code and TRANSFORMERS_5):
+        return auto_class.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    auto_map = json.loads((Path(folder) / "config.json").read_text()).get("auto_map", {})
+    if auto_class.__name__ not in auto_map:  # a transformers class (hf_bert, BERT-form FlexBERT)
+        return auto_class.from_pretrained(folder)
+    return get_class_from_dynamic_module(auto_map[auto_class.__name__], str(folder)).from_pretrained(folder)
 
 
 def make_run(root: Path, kind: str) -> Path:

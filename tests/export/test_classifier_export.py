@@ -18,7 +18,7 @@ from bertforge.glue.config import GlueConfig
 from bertforge.glue.report import write_results
 from bertforge.glue.tasks import TASKS
 from tests.conftest import REPO
-from tests.export.runs import RUNS, TEXTS, WORDS
+from tests.export.runs import RUNS, TEXTS, WORDS, from_pretrained
 from tests.export.test_cli import _fails
 from tests.models.test_nsp_head import SPECIALS
 
@@ -89,7 +89,7 @@ def test_reloaded_classifier_gives_our_logits_and_labels(kind, task, pooling, tm
     out = tmp_path / "exported"
     main(["classifier", str(job_dir), "--out", str(out)])
     assert capsys.readouterr().out.strip() == str(out)
-    hf = AutoModelForSequenceClassification.from_pretrained(out, trust_remote_code=True).eval()
+    hf = from_pretrained(AutoModelForSequenceClassification, out, trust_remote_code=True).eval()
     remote = kind not in EXPECTED
     assert type(hf).__name__ == EXPECTED.get(kind, "BertforgeForSequenceClassification")
     assert ("transformers_modules" in type(hf).__module__) == remote  # the folder's own code, not bertforge's import

@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModel, AutoModelForMaskedLM
 
 from bertforge.models.export import can_export_hf, export_hf
-from tests.export.runs import TEXTS, encoder_hidden
+from tests.export.runs import TEXTS, encoder_hidden, from_pretrained
 
 REMOTE = ["m2_bert", "flexbert_alibi"]
 
@@ -47,8 +47,8 @@ def test_auto_models_match_ours_after_reload(kind, trust_remote_code, folders, r
     model = run_of(kind)[1]
     batch = _batch(model.tokenizer)
     real = batch["attention_mask"].bool()
-    encoder = AutoModel.from_pretrained(folders[kind], trust_remote_code=trust_remote_code).eval()
-    mlm = AutoModelForMaskedLM.from_pretrained(folders[kind], trust_remote_code=trust_remote_code).eval()
+    encoder = from_pretrained(AutoModel, folders[kind], trust_remote_code).eval()
+    mlm = from_pretrained(AutoModelForMaskedLM, folders[kind], trust_remote_code).eval()
     assert type(encoder).__name__ == "BertforgeModel" and type(mlm).__name__ == "BertforgeForMaskedLM"
     assert ("transformers_modules" in type(encoder).__module__) == trust_remote_code
     with torch.no_grad():

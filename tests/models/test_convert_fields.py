@@ -20,6 +20,7 @@ from bertforge.models.convert.rules import FLEXBERT_FIELDS, unclassified
 from bertforge.models.flexbert.build import hf_exporter
 from bertforge.models.flexbert.config import FlexBertConfig
 from bertforge.models.flexbert.model import FlexBertForMaskedLM
+from tests.conftest import TRANSFORMERS_5
 from tests.models.test_flexbert_parity import _mixed_batch
 
 ATOL = 1e-5  # float32 logits of tiny models, same weights: only summation order differs
@@ -86,10 +87,15 @@ def test_relative_distance_tensors_are_never_dropped():
     """Even past the config check, a tensor without a FlexBERT counterpart fails by name."""
     hf = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                     intermediate_size=32, position_embedding_type="relative_key"))
+    state = hf.state_dict()
+    if TRANSFORMERS_5:  # 5 dropped relative position BERT, but 4.x checkpoints with its tensors still load as dicts
+        state["bert.encoder.layer.0.attention.self.distance_embedding.weight"] = torch.zeros(2 * 512 - 1, 8)
+    else:
+        assert "bert.encoder.layer.0.attention.self.distance_embedding.weight" in state
     cfg = bert.flexbert_config_from_bert(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
                                                     num_attention_heads=2, intermediate_size=32))
     with pytest.raises(UserError, match="distance_embedding"):
-        bert.flexbert_state_from_bert(hf.state_dict(), cfg)
+        bert.flexbert_state_from_bert(state, cfg)
 
 
 def _perturbed(model: torch.nn.Module, seed: int) -> torch.nn.Module:

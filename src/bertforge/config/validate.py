@@ -15,6 +15,9 @@ from typing import Any, Literal, Union, get_args, get_origin
 from bertforge.errors import ConfigError, did_you_mean, join_key
 
 _MISSING = dataclasses.MISSING
+# keywords transformers 5 configs still take though neither their signature nor a default's to_dict has them:
+# ModernBERT's 4.x fields, which 5 turns into rope_parameters and layer_types
+FOLDED_KEYWORDS = {"ModernBertConfig": ("global_rope_theta", "local_rope_theta", "global_attn_every_n_layers")}
 
 
 def _type_name(tp: Any) -> str:
@@ -171,6 +174,12 @@ def _own_dataclass(cls: type) -> bool:
     return dataclasses.is_dataclass(cls) and not any(c.__module__.startswith("transformers.") for c in cls.__mro__)
 
 
+def folded_keywords(cls: type) -> set[str]:
+    """The :data:`FOLDED_KEYWORDS` of ``cls`` that are no field of it (none under transformers 4)."""
+    folded = FOLDED_KEYWORDS.get(cls.__name__, ())
+    return set(folded) - set(cls().to_dict()) if folded else set()
+
+
 def check_config(cls: type, data: dict, key: str) -> Any:
     """Construct config class ``cls`` from ``data`` so that its own checks run; errors name ``key.<field>``.
 
@@ -183,7 +192,8 @@ def check_config(cls: type, data: dict, key: str) -> Any:
     defaults = cls()
     attrs = defaults.to_dict() if hasattr(defaults, "to_dict") else vars(defaults)
     params = inspect.signature(cls).parameters.values()
-    known = {**{p.name: None for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}, **attrs}
+    known = {**{p.name: None for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)},
+             **dict.fromkeys(folded_keywords(cls)), **attrs}
     for name, value in data.items():
         if name not in known:
             raise ConfigError(join_key(key, name), f"unknown key for {cls.__name__}{did_you_mean(name, known)}")

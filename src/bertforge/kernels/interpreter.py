@@ -30,7 +30,9 @@ def patch_interpreter() -> None:
     from triton.runtime import interpreter
     from triton.runtime.driver import driver
 
-    if not any(b.driver.is_active() for b in backends.values()) and not isinstance(driver.active, DriverBase):
+    # driver.active is not read: in Triton 3.6 (torch 2.11) that builds the default driver, which raises without one
+    no_driver = not any(b.driver.is_active() for b in backends.values())
+    if no_driver and not getattr(driver, "_bertforge_interpreter", False):
 
         class InterpreterDriver(DriverBase):
             """Enough of a driver for autotuner definitions; the interpreter never launches through it."""
@@ -42,6 +44,9 @@ def patch_interpreter() -> None:
             def get_current_target(self):
                 raise RuntimeError("Triton's CPU interpreter has no compile target")
 
+            def map_python_to_cpp_type(self, ty: str) -> str:  # abstract in Triton 3.6 (not 3.3); only compiling asks
+                raise RuntimeError("Triton's CPU interpreter has no C++ launcher")
+
             def get_active_torch_device(self) -> torch.device:
                 return torch.device("cpu")
 
@@ -51,6 +56,7 @@ def patch_interpreter() -> None:
                 return do_bench
 
         driver.set_active(InterpreterDriver())
+        driver._bertforge_interpreter = True
     convert = interpreter._implicit_cvt
     if not getattr(convert, "_bertforge_fp32", False):
 

@@ -12,7 +12,7 @@ import torch
 from composer.models import HuggingFaceModel
 from transformers import AutoConfig, AutoModelForMaskedLM, BertForMaskedLM, PretrainedConfig, PreTrainedModel
 
-from bertforge.config.validate import check_config
+from bertforge.config.validate import check_config, folded_keywords
 from bertforge.errors import ConfigError, UserError, did_you_mean
 from bertforge.models.common.mlm import is_mdlm_batch, masked_token_loss, mdlm_loss, mdlm_loss_terms
 from bertforge.models.common.nsp import first_token, pair_labels
@@ -207,6 +207,10 @@ def build_config(tokenizer, model_type: str | None, pretrained_model_name: str |
             raise ConfigError(f"{KEY}.pad_vocab_to_multiple_of", f"the vocabulary of '{pretrained_model_name}' is "
                               "its own; drop the key (or set model_config.vocab_size)")
         check_config(type(config), model_config, f"{KEY}.model_config")
+        folded = sorted(folded_keywords(type(config)) & set(model_config))
+        if folded:  # setattr would leave rope_parameters / layer_types as the checkpoint has them
+            raise ConfigError(f"{KEY}.model_config.{folded[0]}", f"{type(config).__name__} derives rope_parameters /"
+                              " layer_types from it only when built from keywords, not on a pretrained config")
         for name, value in model_config.items():
             setattr(config, name, value)
     else:  # built from keywords, so fields derived from others follow them (transformers 5's layer_types)
