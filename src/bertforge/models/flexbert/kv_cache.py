@@ -76,7 +76,7 @@ class BlockKVCache:
         rows ``rows`` ``(R,)``, every other position's keys and values taken from the cache."""
         index = torch.searchsorted(self.rows, rows)
         if index.max() >= self.rows.numel() or not torch.equal(self.rows[index], rows):
-            raise RuntimeError("dual cache: block_logits asked for rows that the last refresh did not run")
+            raise RuntimeError("block cache: block_logits asked for rows that the last refresh did not run")
         key_valid = self.key_valid[index]
         layer = iter(range(len(self.keys)))
 
@@ -117,15 +117,15 @@ def _attention(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
     column, so a padding query (which no real token reads) never has an empty row."""
     k_positions = torch.arange(k.shape[2], device=q.device)
     distance = (q_positions[:, :, None] - k_positions[None, None, :]).abs()  # (R, Lq, Lk)
-    hidden = ~key_valid[:, None, :]  # (R, 1, Lk) -> (R, Lq, Lk) below
+    blocked = ~key_valid[:, None, :]  # (R, 1, Lk) -> (R, Lq, Lk) below
     if attn.window is not None:
-        hidden = hidden | (distance > attn.window)
-    hidden = (hidden & (distance != 0))[:, None]  # (R, 1, Lq, Lk)
+        blocked = blocked | (distance > attn.window)
+    blocked = (blocked & (distance != 0))[:, None]  # (R, 1, Lq, Lk)
     if attn.alibi_slopes is not None:
         bias = -attn.alibi_slopes.to(q.dtype)[None, :, None, None] * distance[:, None].to(q.dtype)
     else:
-        bias = torch.zeros(hidden.shape, dtype=q.dtype, device=q.device)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.masked_fill(hidden, float("-inf")))
+        bias = torch.zeros(blocked.shape, dtype=q.dtype, device=q.device)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.masked_fill(blocked, float("-inf")))
 
 
 def as_flexbert_mlm(model: torch.nn.Module) -> torch.nn.Module:
