@@ -33,3 +33,5 @@ $py benchmarks/kernels_gpu.py --tokens 16384 --batch 16 --seq-len 1024 --dtype b
 $py benchmarks/sampler_speed.py --base --base-folder /tmp/random-modernbert-base --device gpu --dtype bfloat16 \
     --prompts 4 --max-new-tokens 256 --steps 256 --block-length 32 --thresholds 0.9 --cache none,prefix,dual \
     --repeats 2 --out "$out/sampler_speed.csv" 2>&1 | tee "$out/sampler_speed.txt"
+$py benchmarks/kv_cache_pass.py --base --base-folder /tmp/random-modernbert-base --device gpu --dtype bfloat16 \
+    --lengths 512,2048,8192 --out "$out/kv_cache_pass.csv" 2>&1 | tee "$out/kv_cache_pass.txt"

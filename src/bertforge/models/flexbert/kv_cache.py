@@ -61,12 +61,12 @@ class BlockKVCache:
         positions = torch.arange(width, device=input_ids.device).expand(batch, width)  # (B, W)
         self.key_valid = attention_mask.bool()
         self.rows = torch.arange(batch, device=input_ids.device) if rows is None else rows
-        self.keys, self.values = [], []
+        self.keys, self.values, masks = [], [], {}
 
         def attend(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             self.keys.append(k)
             self.values.append(v)
-            return _attention(attn, q, k, v, positions, self.key_valid)
+            return _attention(attn, q, k, v, positions, self.key_valid, masks)
 
         return self._run(input_ids, positions, attend)
 
@@ -77,7 +77,7 @@ class BlockKVCache:
         index = torch.searchsorted(self.rows, rows)
         if index.max() >= self.rows.numel() or not torch.equal(self.rows[index], rows):
             raise RuntimeError("block cache: block_logits asked for rows that the last refresh did not run")
-        key_valid = self.key_valid[index]
+        key_valid, masks = self.key_valid[index], {}
         layer = iter(range(len(self.keys)))
 
         def attend(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -85,7 +85,7 @@ class BlockKVCache:
             where = cols[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])  # (R, nh, L, hd)
             keys = self.keys[i][index].scatter(2, where, k)
             values = self.values[i][index].scatter(2, where, v)
-            return _attention(attn, q, keys, values, cols, key_valid)
+            return _attention(attn, q, keys, values, cols, key_valid, masks)
 
         return self._run(block_ids, cols, attend)
 
@@ -111,10 +111,20 @@ class BlockKVCache:
 
 
 def _attention(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_positions: torch.Tensor,
-               key_valid: torch.Tensor) -> torch.Tensor:
+               key_valid: torch.Tensor, masks: dict) -> torch.Tensor:
     """SDPA of queries at ``q_positions`` ``(R, Lq)`` over keys at columns 0..Lk-1 (``key_valid`` ``(R, Lk)``), with
-    the layer's sliding window and ALiBi as the model's attention backends apply them. A query always sees its own
-    column, so a padding query (which no real token reads) never has an empty row."""
+    the layer's sliding window and ALiBi as the model's attention backends apply them; ``masks`` keeps each kind of
+    mask for the other layers of the same pass."""
+    kind = (attn.window, attn.alibi_slopes is not None)
+    if kind not in masks:
+        masks[kind] = _mask(attn, q, k, q_positions, key_valid)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=masks[kind])
+
+
+def _mask(attn: Attention, q: torch.Tensor, k: torch.Tensor, q_positions: torch.Tensor,
+          key_valid: torch.Tensor) -> torch.Tensor:
+    """The additive mask ``(R, 1|nh, Lq, Lk)``: -inf on padding keys and outside the window, ALiBi's bias. A query
+    always sees its own column, so a padding query (which no real token reads) never has an empty row."""
     k_positions = torch.arange(k.shape[2], device=q.device)
     distance = (q_positions[:, :, None] - k_positions[None, None, :]).abs()  # (R, Lq, Lk)
     blocked = ~key_valid[:, None, :]  # (R, 1, Lk) -> (R, Lq, Lk) below
@@ -125,7 +135,7 @@ def _attention(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
         bias = -attn.alibi_slopes.to(q.dtype)[None, :, None, None] * distance[:, None].to(q.dtype)
     else:
         bias = torch.zeros(blocked.shape, dtype=q.dtype, device=q.device)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.masked_fill(blocked, float("-inf")))
+    return bias.masked_fill(blocked, float("-inf"))
 
 
 def as_flexbert_mlm(model: torch.nn.Module) -> torch.nn.Module:
