@@ -12,12 +12,12 @@ dual-cache pass (the block alone). Prints a table and writes a CSV; the ratios a
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
 import torch
 
+from bertforge.bench.report import write_rows
 from bertforge.generation import load_masked_lm
 from bertforge.generation.cli import DTYPES
 from bertforge.models.block_cache import build_cache
@@ -100,19 +100,14 @@ def main() -> None:
         p.error("give --model FOLDER and/or --base")
     device = "cuda" if args.device == "gpu" else "cpu"
     rows = [row for folder in folders for row in measure(folder, lengths, args.repeats, device, DTYPES[args.dtype])]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(rows, args.out)
     print("\n| model | length | full pass ms | refresh ms | prefix pass ms | dual pass ms | full / prefix "
           "| full / dual |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['length']} | {r['full_ms']:.1f} | {r['refresh_ms']:.1f} | {r['prefix_ms']:.1f} | "
               f"{r['dual_ms']:.1f} | {r['full_over_prefix']:.2f}x | {r['full_over_dual']:.2f}x |")
-    print(f"wrote {out}")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ which no quickstart run trains on) renders the prompts as chat finetuning did in
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import re
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from bertforge.bench.report import write_rows
 from bertforge.generation import SamplerConfig, encode_prompt, end_token_ids, load_masked_lm, logits_fn, sample
 from bertforge.generation.cli import DTYPES
 from bertforge.models.block_cache import CACHES, build_cache
@@ -249,12 +249,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     folders = list(args.model) + ([str(random_modernbert_base(Path(args.base_folder)))] if args.base else [])
     rows = [row for folder in folders for row in run_model(folder, args)]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(rows, args.out)
     print("\n| model | method | steps | threshold / factor | passes/token | tokens/s | agreement | answer agreement "
           "| answer passes/token |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -262,7 +257,7 @@ def main() -> None:
         print(f"| {Path(r['model']).name} | {r['method']} | {r['steps']} | {r['threshold'] or '-'} | "
               f"{r['passes_per_token']:.3f} | {r['tokens_per_s']:.1f} | {r['agreement']:.1%} | "
               f"{r['answer_agreement']:.1%} | {r['answer_passes_per_token']:.3f} |")
-    print(f"wrote {out}")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,15 @@ def write_csv(rows: Sequence[dict], path: str) -> None:
             writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS})
 
 
+def write_rows(rows: Sequence[dict], path: str) -> None:
+    """``rows`` as a CSV at ``path`` (its folder made), one column per key of the first row."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def write_plot(rows: Sequence[dict], path: str) -> None:
     """Real tokens/s against sequence length: one panel per mode, one colour per model,
     solid lines for fixed-length inputs and dashed for variable-length ones."""
