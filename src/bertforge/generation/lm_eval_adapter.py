@@ -17,9 +17,9 @@ or from Python: ``import bertforge.generation.lm_eval_adapter`` then ``lm_eval.s
 - ``loglikelihood_rolling``: the sum of the ELBOs of disjoint windows of the text, each after [CLS]: a lower bound
   on log p(text), so the perplexities lm-eval derives from it are upper bounds.
 - ``generate_until``: the iterative-unmasking sampler with the model arguments ``max_new_tokens``, ``steps``,
-  ``block_length``, ``threshold``, ``remasking``, ``temperature``, ``cache`` (none|dual) (the canvas length is
-  a sampler setting: a task's ``max_gen_toks`` is not used), stopped at the tokenizer's end token and cut at the
-  task's ``until`` strings; ``--batch_size`` prompts per batch.
+  ``block_length``, ``threshold``, ``remasking``, ``temperature``, ``cache`` (none|prefix|dual) (the canvas
+  length is a sampler setting: a task's ``max_gen_toks`` is not used), stopped at the tokenizer's end token and
+  cut at the task's ``until`` strings; ``--batch_size`` prompts per batch.
 """
 
 from __future__ import annotations
