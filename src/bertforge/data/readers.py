@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bertforge.data import sft as sft_data
+from bertforge.data.json_lines import json_lines
 from bertforge.errors import UserError
 
 HF_MARKERS = ("dataset_dict.json", "state.json", "dataset_info.json")
@@ -47,14 +48,7 @@ def _read_text(path: Path, doc_separator: str) -> Iterator[str]:
 
 def _read_jsonl(path: Path, field: str) -> Iterator[str]:
     with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}:{lineno}: invalid JSON ({err.msg}); "
-                                "each line must be one JSON object") from None
+        for lineno, obj in json_lines(fh, path):
             if not isinstance(obj, dict) or field not in obj:
                 found = ", ".join(map(str, obj)) if isinstance(obj, dict) else type(obj).__name__
                 raise UserError(f"{path}:{lineno}: no field '{field}' (found: {found}); "

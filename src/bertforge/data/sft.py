@@ -27,6 +27,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 import torch
 
+from bertforge.data.json_lines import json_lines
 from bertforge.data.mdlm import MDLMCollator, Schedule, Weighting, build_mdlm_collator
 from bertforge.errors import UserError
 from bertforge.registry import collators
@@ -95,16 +96,8 @@ def read_sft_file(path: Path) -> Iterator[list[Message]]:
         for index, obj in enumerate(records):
             yield to_messages(obj, f"{path}: record {index}")
         return
-    index = 0
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path}:{lineno}: invalid JSON ({err.msg}); each line must be one JSON object") from None
+    for index, (lineno, obj) in enumerate(json_lines(text.splitlines(), path)):
         yield to_messages(obj, f"{path}: record {index} (line {lineno})")
-        index += 1
 
 
 def dataset_conversations(label: str, ds: Any) -> Iterator[list[Message]]:
